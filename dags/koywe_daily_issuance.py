@@ -1,0 +1,90 @@
+"""Daily issuance of electronic tax documents through Koywe. Wiring only: the logic lives in koywe_provider."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG, Param
+
+from koywe_provider.assets import KOYWE_ISSUED_DOCUMENTS
+from koywe_provider.operators.koywe import (
+    KoyweAuthOperator,
+    KoyweIngestInboxOperator,
+    KoyweIssuanceReportOperator,
+    KoyweIssueDocumentsOperator,
+    KoywePlanBatchesOperator,
+)
+from koywe_provider.retry_policies import koywe_retry_policy
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+with DAG(
+    dag_id="koywe_daily_issuance",
+    description="Ingest the day's documents, issue them through Koywe exactly once, report",
+    doc_md="""
+### Koywe daily issuance
+1. **ingest** every `*.jsonl` file of the inbox into the issuance ledger (idempotent; bad lines become
+   `invalid` rows naming file, line and field);
+2. **authenticate** once (pool `koywe_auth`, 1 slot) so every issuing task reuses one token;
+3. **plan_batches**: split the due rows into id ranges;
+4. **issue** each range (mapped, pool `koywe_api`), claiming each row before its POST;
+5. **report** counts by state and every failure, as a file and in the log, and emit the
+   `koywe_issued_documents` asset.
+
+Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: the run's date) and
+`dry_run` (validate and record, send nothing).
+""",
+    schedule=os.environ.get("KOYWE_DAILY_ISSUANCE_CRON", "0 6 * * *"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["koywe", "invoicing"],
+    default_args={
+        "owner": "invoicing",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "retry_policy": koywe_retry_policy(),
+    },
+    params={
+        "inbox": Param(
+            "include/samples/inbox",
+            type="string",
+            title="Inbox",
+            description="Folder or file of JSON Lines documents: a local path (relative to the project) or a URL.",
+        ),
+        "issue_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Issue date",
+            description="Stamped on documents without header.issue_date; empty = the run's date.",
+        ),
+        "dry_run": Param(False, type="boolean", title="Dry run", description="Validate and record only."),
+    },
+) as dag:
+    ingest = KoyweIngestInboxOperator(
+        task_id="ingest",
+        inbox="{{ params.inbox }}",
+        issue_date="{{ params.issue_date or ds }}",
+        base_dir=str(PROJECT_DIR),
+    )
+    authenticate = KoyweAuthOperator(
+        task_id="authenticate", pool="koywe_auth", dry_run="{{ params.dry_run }}"
+    )
+    plan = KoywePlanBatchesOperator(task_id="plan_batches", dry_run="{{ params.dry_run }}")
+    issue = KoyweIssueDocumentsOperator.partial(
+        task_id="issue",
+        pool="koywe_api",
+        map_index_template="ids {{ task.batch['first_id'] }}-{{ task.batch['last_id'] }}",
+    ).expand(batch=plan.output)
+    report = KoyweIssuanceReportOperator(
+        task_id="report",
+        ingest=ingest.output,
+        outcomes=issue.output,
+        dry_run="{{ params.dry_run }}",
+        outlets=[KOYWE_ISSUED_DOCUMENTS],
+        trigger_rule="all_done",
+    )
+    ingest >> authenticate >> plan >> issue >> report

@@ -1,0 +1,1 @@
+"""Runs the project locally: Airflow configured for this checkout, the local sandbox, the demo."""

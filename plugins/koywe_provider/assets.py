@@ -1,0 +1,13 @@
+"""Assets the Koywe DAGs emit, so data teams can schedule their own DAGs on them.
+
+``schedule=[KOYWE_ISSUED_DOCUMENTS]`` runs a DAG after each issuance run; the event's ``extra`` carries
+``run_id``, ``issued`` (documents issued by that run) and ``report`` (the report's path).
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+KOYWE_ISSUED_DOCUMENTS = Asset(name="koywe_issued_documents", uri="koywe://ledger/issued_documents")
+
+__all__ = ["KOYWE_ISSUED_DOCUMENTS"]

@@ -1,0 +1,44 @@
+"""Task retry rules for Koywe tasks (Airflow 3.3 ``ExceptionRetryPolicy``).
+
+Retrying only helps when the cause passes: rate limits and transient server or network errors are
+retried after a delay; rejected documents and refused credentials fail at once (a retry would send the
+same thing and be refused again — and repeated logins get IPs banned, seed ``000_…``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
+
+_PKG = "koywe_provider.exceptions"
+
+
+def koywe_retry_policy() -> ExceptionRetryPolicy:
+    """The retry policy of tasks that call Koywe (anything unlisted follows the task's ``retries``)."""
+    return ExceptionRetryPolicy(
+        rules=[
+            RetryRule(
+                exception=[f"{_PKG}.KoyweAuthError", f"{_PKG}.KoyweConfigurationError"],
+                action=RetryAction.FAIL,
+                reason="Koywe refused the credentials: fix the connection; retrying would only add logins",
+            ),
+            RetryRule(
+                exception=[f"{_PKG}.KoyweRejectedError", f"{_PKG}.DocumentValidationError"],
+                action=RetryAction.FAIL,
+                reason="Rejected by Koywe or by local validation: the payload must be fixed",
+            ),
+            RetryRule(
+                exception=f"{_PKG}.KoyweRateLimitedError",
+                action=RetryAction.RETRY,
+                retry_delay=timedelta(minutes=5),
+                reason="Rate limited by Koywe: back off before trying again",
+            ),
+            RetryRule(
+                exception=[f"{_PKG}.KoyweTransientError", f"{_PKG}.KoyweOutcomeUnknownError"],
+                action=RetryAction.RETRY,
+                retry_delay=timedelta(minutes=2),
+                reason="Transient Koywe or network failure",
+            ),
+        ]
+    )
