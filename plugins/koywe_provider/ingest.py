@@ -136,12 +136,11 @@ def parse_line(raw: bytes, *, source: str, line_no: int, issue_date: date | str 
     except DocumentValidationError as err:
         field = err.errors[0][0] if err.errors else "document"
         return _invalid(source, line_no, reference, account, f"document.{field}", f"{where}: {err}", text)
-    payload = model.to_payload()
     return IngestItem(
         reference=reference,
         account_id=account,
-        payload=payload,
-        payload_hash=payload_hash(payload),
+        payload=model.to_payload(),
+        payload_hash=payload_hash(model),
         source=source,
         line_no=line_no,
     )

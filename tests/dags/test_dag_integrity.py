@@ -32,7 +32,7 @@ PARSE_SCRIPT = textwrap.dedent(
 
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=sys.argv[1], include_examples=False)
+    bag = DagBag(dag_folder=sys.argv[1])
     out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
     for dag_id, dag in bag.dags.items():
         out["dags"][dag_id] = {
@@ -40,7 +40,7 @@ PARSE_SCRIPT = textwrap.dedent(
             "doc_md": bool(dag.doc_md),
             "catchup": dag.catchup,
             "max_active_runs": dag.max_active_runs,
-            "schedule": str(dag.timetable.summary),
+            "timetable": type(dag.timetable).__name__,
             "params": sorted(dag.params.keys()),
             "tasks": {
                 t.task_id: {"retries": t.retries, "pool": t.pool, "owner": t.owner}

@@ -1,0 +1,142 @@
+"""Command line: ``python -m koywe_sandbox --host 127.0.0.1 --port 8099 [options]`` (see ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from .faults import FaultError, FaultSettings
+from .state import SandboxConfig
+
+
+def _json_object(text: str) -> dict | None:
+    value = json.loads(text)
+    if value is not None and not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser; every option is documented in ``--help``."""
+    d = SandboxConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m koywe_sandbox",
+        description="Local Koywe Billing API sandbox (in-memory, with fault injection).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default=d.host, help="interface to bind")
+    p.add_argument("--port", type=int, default=d.port, help="TCP port to bind")
+    p.add_argument("--token-ttl", type=float, default=d.token_ttl, help="access token lifetime, seconds")
+    p.add_argument(
+        "--rate-limit",
+        type=float,
+        default=d.rate_limit,
+        help="token bucket over all /V1 calls, requests/s (burst = max(1, rate)); 0 = off",
+    )
+    p.add_argument("--client-id", default=d.client_id, help="accepted client_id")
+    p.add_argument("--client-secret", default=d.client_secret, help="accepted client_secret")
+    p.add_argument("--username", default=d.username, help="accepted API username")
+    p.add_argument("--password", default=d.password, help="accepted API password")
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of the fault random generator (reproducible faults)"
+    )
+    p.add_argument(
+        "--list-envelope",
+        choices=("hal", "flat", "data"),
+        default=d.list_envelope,
+        help="GET /V1/documents envelope",
+    )
+    f = p.add_argument_group("faults (also settable at run time with POST /_sandbox/faults)")
+    f.add_argument("--latency-ms", type=float, default=0.0, help="latency added to every /V1 call, ms")
+    f.add_argument(
+        "--error-5xx-rate",
+        type=float,
+        default=0.0,
+        help="probability (0..1) of answering 500/502/503 before doing anything",
+    )
+    f.add_argument(
+        "--burst-429",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="after every N /V1 requests answer the next K with 429, e.g. "
+        '\'{"every": 10, "length": 2, "retry_after": 1}\'',
+    )
+    f.add_argument(
+        "--lost-response-rate",
+        type=float,
+        default=0.0,
+        help="probability (0..1) that POST /V1/documents creates the document, then closes the "
+        "connection without any response",
+    )
+    f.add_argument(
+        "--slow-response-rate",
+        type=float,
+        default=0.0,
+        help="probability (0..1) that POST /V1/documents creates the document, then answers late",
+    )
+    f.add_argument("--slow-response-ms", type=float, default=0.0, help="delay of a slow response, ms")
+    f.add_argument(
+        "--revoke-tokens",
+        action="store_true",
+        help="revoke every token issued so far (a one-shot action; useful at run time only)",
+    )
+    f.add_argument(
+        "--revoke-after-documents",
+        type=int,
+        default=None,
+        help="revoke all tokens once this many documents have been created in total",
+    )
+    return p
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> SandboxConfig:
+    """Parse the command line into a :class:`SandboxConfig` (exits with status 2 on bad values)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    faults = FaultSettings()
+    try:
+        faults.update(
+            {
+                "latency_ms": args.latency_ms,
+                "error_5xx_rate": args.error_5xx_rate,
+                "burst_429": args.burst_429,
+                "lost_response_rate": args.lost_response_rate,
+                "slow_response_rate": args.slow_response_rate,
+                "slow_response_ms": args.slow_response_ms,
+                "revoke_after_documents": args.revoke_after_documents,
+            }
+        )
+    except FaultError as exc:
+        parser.error(str(exc))
+    if args.rate_limit < 0 or args.token_ttl <= 0:
+        parser.error("--rate-limit must be >= 0 and --token-ttl > 0")
+    return SandboxConfig(
+        host=args.host,
+        port=args.port,
+        token_ttl=args.token_ttl,
+        rate_limit=args.rate_limit,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        username=args.username,
+        password=args.password,
+        seed=args.seed,
+        list_envelope=args.list_envelope,
+        faults=faults,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m koywe_sandbox``."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    from .server import serve  # imported late so that --help stays fast
+
+    serve(config_from_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""FastAPI application of the Koywe sandbox.
+
+``/V1`` (alias ``/v1``) mimics the Koywe Billing API; ``/_sandbox`` holds the admin endpoints (no auth):
+``GET /_sandbox/stats``, ``POST /_sandbox/reset``, ``GET|POST /_sandbox/faults``, ``GET /_sandbox/documents``.
+Errors are always ``{"error": "<message>"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import documents as docs
+from .state import SandboxConfig, SandboxState
+
+#: Key under which the custom uvicorn protocol puts the connection's transport in ``scope["state"]``.
+TRANSPORT_STATE_KEY = "koywe_sandbox.transport"
+ENVELOPES = ("hal", "flat", "data")
+LIST_FILTERS = (
+    "issue_date_from",
+    "issue_date_to",
+    "document_type_id",
+    "document_number",
+    "receiver_tax_id_code",
+    "taxbureau_sending_status",
+    "taxbureau_validation_status",
+    "account_id",
+    "reference_code",
+    "reference_number",
+)
+INVALID_TOKEN = {"error": "Invalid or expired token"}
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Koywe error response ``{"error": message}``."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class DropConnection(Response):
+    """Response that sends nothing: closes the TCP connection, then waits for uvicorn to notice.
+
+    Needs the transport that :class:`koywe_sandbox.server.DroppableH11Protocol` exposes in
+    ``scope["state"]``. Because uvicorn sees the disconnect before the app returns, it neither sends a 500
+    nor logs an error.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(status_code=500)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        transport = (scope.get("state") or {}).get(TRANSPORT_STATE_KEY)
+        if transport is None:
+            raise RuntimeError("lost responses need koywe_sandbox.server.DroppableH11Protocol")
+        transport.close()  # FIN without any response byte: the client sees RemoteDisconnected
+        try:
+            async with asyncio.timeout(5):
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+        except TimeoutError:  # pragma: no cover - the loop always reports connection_lost
+            transport.abort()
+
+
+class V1Middleware:
+    """Pure ASGI middleware for ``/V1``: in-flight accounting, rate limit, burst 429, 5xx, latency."""
+
+    def __init__(self, app: Any, state: SandboxState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path == "/v1" or path.startswith("/v1/"):
+            path = "/V1" + path[3:]
+            scope = {**scope, "path": path, "raw_path": path.encode()}
+        if not (path == "/V1" or path.startswith("/V1/")):
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        state.enter()
+        try:
+            refusal = state.admit()
+            if state.faults.latency_ms > 0:
+                await asyncio.sleep(state.faults.latency_ms / 1000)
+            if refusal is not None:
+                response = JSONResponse(refusal.body, status_code=refusal.status, headers=refusal.headers)
+                await response(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+        finally:
+            state.leave()
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    value = docs.as_int(raw)
+    if value is None:
+        raise ValueError(f"{name} must be a positive integer")
+    return value
+
+
+def _envelope(
+    kind: str, request: Request, items: list[dict[str, Any]], page: int, per_page: int
+) -> dict[str, Any]:
+    total = len(items)
+    page_count = math.ceil(total / per_page)
+    chunk = items[(page - 1) * per_page : page * per_page]
+    if kind == "data":
+        return {"data": chunk, "pagination": {"total": total, "per_page": per_page, "current_page": page}}
+    body: dict[str, Any] = {
+        "page_count": page_count,
+        "total_items": total,
+        "page": page,
+        "page_size": per_page,
+    }
+    if kind == "flat":
+        return {"documents": chunk, **body}
+    base = str(request.url.replace(query=""))
+    query = dict(request.query_params)
+    links: dict[str, Any] = {"self": {"href": str(request.url)}}
+    if page < page_count:
+        links["next"] = {"href": f"{base}?{urlencode({**query, 'page': page + 1, 'per_page': per_page})}"}
+    return {"_embedded": {"documents": chunk}, "_links": links, **body}
+
+
+def create_app(config: SandboxConfig | None = None) -> FastAPI:
+    """Build the sandbox app; ``app.state.sandbox`` is the :class:`SandboxState`."""
+    config = config or SandboxConfig()
+    if config.list_envelope not in ENVELOPES:
+        raise ValueError(f"list_envelope must be one of {ENVELOPES}")
+    state = SandboxState(config)
+    app = FastAPI(title="Koywe Billing API sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.sandbox = state
+    app.add_middleware(V1Middleware, state=state)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = "Not found" if exc.status_code == 404 else str(exc.detail)
+        return error(exc.status_code, message)
+
+    @app.exception_handler(Exception)
+    async def crash(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - defensive
+        return error(500, f"Internal sandbox error: {type(exc).__name__}")
+
+    def unauthorized(request: Request) -> JSONResponse | None:
+        if state.token_valid(request.headers.get("authorization")):
+            return None
+        return JSONResponse(INVALID_TOKEN, status_code=401)
+
+    # ------------------------------------------------------------------ Koywe API
+    @app.post("/V1/auth")
+    async def auth(request: Request) -> JSONResponse:
+        status, body = state.authenticate(await _json_body(request))
+        return JSONResponse(body, status_code=status)
+
+    @app.post("/V1/documents")
+    async def create_document(request: Request) -> Response:
+        body = await _json_body(request)
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        try:
+            docs.validate_document(body)
+        except docs.ValidationError as exc:
+            return error(400, str(exc))
+        stamp = request.query_params.get("generate_stamp") in ("1", "true", "True")
+        document = state.create_document(body, stamp)
+        fault = state.roll_post_create_fault()
+        if fault == "lost":
+            return DropConnection()
+        if fault == "slow":
+            await asyncio.sleep(state.faults.slow_response_ms / 1000)
+        return JSONResponse(document, status_code=201)
+
+    @app.get("/V1/documents")
+    async def list_documents(request: Request) -> JSONResponse:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        try:
+            page = max(1, _int_param(request, "page", 1))
+            per_page = min(100, max(1, _int_param(request, "per_page", 10)))
+        except ValueError as exc:
+            return error(400, str(exc))
+        filters = {
+            k: request.query_params[k] for k in LIST_FILTERS if request.query_params.get(k) not in (None, "")
+        }
+        items = state.list_documents(filters)
+        return JSONResponse(_envelope(config.list_envelope, request, items, page, per_page))
+
+    @app.get("/V1/documents/{document_id}")
+    async def get_document(document_id: str, request: Request) -> JSONResponse:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        document = state.documents.get(docs.as_int(document_id) or -1)
+        return JSONResponse(document) if document else error(404, "Document not found")
+
+    @app.put("/V1/documents/{document_id}")
+    async def update_document(document_id: str, request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        document = state.documents.get(docs.as_int(document_id) or -1)
+        if document is None:
+            return error(404, "Document not found")
+        target = docs.as_int(body.get("document_status")) if isinstance(body, dict) else None
+        if target not in (1, 2):
+            return error(400, 'document_status must be "1" or "2"')
+        if not state.update_status(document, target):
+            return error(400, "Cannot update a signed document")
+        return JSONResponse(document)
+
+    @app.post("/V1/accounts")
+    async def create_account(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        if not isinstance(body, dict):
+            return error(400, "Request body must be a JSON object")
+        for key in ("country_id", "registration_tax_id_code"):
+            if body.get(key) in (None, ""):
+                return error(400, f"{key} is required")
+        return JSONResponse({"account_id": state.create_account(body)}, status_code=201)
+
+    @app.get("/V1/accounts/{account_id}")
+    async def get_account(account_id: str, request: Request) -> JSONResponse:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        account = state.public_account(account_id)
+        return JSONResponse(account) if account else error(404, "Account not found")
+
+    # ------------------------------------------------------------------ admin
+    @app.get("/_sandbox/stats")
+    async def stats() -> dict[str, int]:
+        return dict(state.stats)
+
+    @app.post("/_sandbox/reset")
+    async def reset() -> dict[str, Any]:
+        state.reset()
+        return {"reset": True}
+
+    @app.get("/_sandbox/faults")
+    async def get_faults() -> dict[str, Any]:
+        return state.fault_view()
+
+    @app.post("/_sandbox/faults")
+    async def set_faults(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            return error(400, "Request body must be a JSON object")
+        try:
+            return JSONResponse(state.set_faults(body))
+        except (ValueError, TypeError) as exc:
+            return error(400, str(exc))
+
+    @app.get("/_sandbox/documents")
+    async def all_documents() -> list[dict[str, Any]]:
+        return [doc for _, doc in sorted(state.documents.items())]
+
+    return app

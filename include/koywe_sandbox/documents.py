@@ -1,0 +1,227 @@
+"""Koywe document rules of the sandbox: validation, tax bureau codes, folios, filters.
+
+Everything here is pure (no I/O, no awaits) so that callers can run it atomically on the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+CHILE, COLOMBIA, MEXICO, PERU, ARGENTINA = 253, 66, 80, 83, 88
+
+#: Koywe document type id -> (country id, tax bureau code).
+DOCUMENT_TYPES: dict[int, tuple[int, str]] = {
+    2: (CHILE, "33"),
+    32: (CHILE, "34"),
+    37: (CHILE, "39"),
+    41: (CHILE, "41"),
+    16: (CHILE, "61"),
+    17: (CHILE, "56"),
+    54: (CHILE, "52"),
+    46: (CHILE, "110"),
+    47: (CHILE, "111"),
+    48: (CHILE, "112"),
+    96: (PERU, "01"),
+    97: (PERU, "03"),
+    98: (PERU, "07"),
+    99: (PERU, "08"),
+    100: (PERU, "09"),
+    109: (PERU, "20"),
+    82: (COLOMBIA, "01"),
+    83: (COLOMBIA, "91"),
+    84: (COLOMBIA, "92"),
+    87: (COLOMBIA, "87"),
+    88: (COLOMBIA, "88"),
+    76: (MEXICO, "I"),
+    77: (MEXICO, "E"),
+    78: (MEXICO, "T"),
+    111: (ARGENTINA, "111"),
+}
+
+#: Default Peru series per document type (used when header.document_sequence_code is absent).
+PERU_SERIES = {96: "F001", 97: "B001", 98: "FC01", 99: "FD01", 100: "T001", 109: "R001"}
+PERU_BOLETA = 97
+LIMA = timezone(timedelta(hours=-5))
+
+
+class ValidationError(ValueError):
+    """A Koywe-style 400; the message names the offending field."""
+
+
+def as_int(value: Any) -> int | None:
+    """``5``, ``"5"`` or ``"05"`` -> 5; anything else -> None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _decimal(value: Any, field: str) -> Decimal:
+    if value is None or value == "" or isinstance(value, bool):
+        raise ValidationError(f"{field} is required")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValidationError(f"{field} must be a number") from None
+    if not number.is_finite():
+        raise ValidationError(f"{field} must be a number")
+    return number
+
+
+def _require(obj: dict[str, Any], key: str, prefix: str) -> Any:
+    value = obj.get(key)
+    if value is None or value == "":
+        raise ValidationError(f"{prefix}{key} is required")
+    return value
+
+
+def validate_document(body: Any, today: date | None = None) -> int:
+    """Validate a ``POST /documents`` body; returns the document type id. Raises ValidationError.
+
+    Checks: header.account_id, header.document_type_id (int or numeric string), header.issue_date
+    (YYYY-MM-DD), header.currency_id; non-empty details each with quantity, unit_price and
+    total_amount_line; totals.net_amount and totals.total_amount with net + taxes == total (+-0.01);
+    a Peru boleta (type 97) must carry today's date (local or Lima date accepted).
+    """
+    if not isinstance(body, dict):
+        raise ValidationError("Request body must be a JSON object")
+    header = body.get("header")
+    if not isinstance(header, dict):
+        raise ValidationError("header is required")
+    _require(header, "account_id", "header.")
+    type_id = as_int(_require(header, "document_type_id", "header."))
+    if type_id is None:
+        raise ValidationError("header.document_type_id must be an integer")
+    issue_date = _require(header, "issue_date", "header.")
+    try:
+        parsed_date = (
+            date.fromisoformat(issue_date) if isinstance(issue_date, str) and len(issue_date) == 10 else None
+        )
+    except ValueError:
+        parsed_date = None
+    if parsed_date is None:
+        raise ValidationError("header.issue_date must be a date YYYY-MM-DD")
+    _require(header, "currency_id", "header.")
+    details = body.get("details")
+    if not isinstance(details, list) or not details:
+        raise ValidationError("details must be a non-empty list")
+    for index, line in enumerate(details):
+        if not isinstance(line, dict):
+            raise ValidationError(f"details[{index}] must be an object")
+        for key in ("quantity", "unit_price", "total_amount_line"):
+            _decimal(line.get(key), f"details[{index}].{key}")
+    references = body.get("references")
+    if references is not None and not isinstance(references, list):
+        raise ValidationError("references must be a list")
+    totals = body.get("totals")
+    if not isinstance(totals, dict):
+        raise ValidationError("totals is required")
+    net = _decimal(totals.get("net_amount"), "totals.net_amount")
+    total = _decimal(totals.get("total_amount"), "totals.total_amount")
+    taxes_raw = totals.get("taxes_amount")
+    taxes = Decimal(0) if taxes_raw in (None, "") else _decimal(taxes_raw, "totals.taxes_amount")
+    if abs(net + taxes - total) > Decimal("0.01"):
+        raise ValidationError("totals.total_amount must equal totals.net_amount + totals.taxes_amount")
+    if type_id == PERU_BOLETA:
+        allowed = {today} if today else {date.today(), datetime.now(LIMA).date()}
+        if parsed_date not in allowed:
+            raise ValidationError("header.issue_date of a Peru boleta must be today's date")
+    return type_id
+
+
+def country_of(type_id: int, header: dict[str, Any], accounts: dict[str, dict[str, Any]]) -> int | None:
+    """Country of a document: from the document type, else the sandbox account, else issuer_country_id."""
+    if type_id in DOCUMENT_TYPES:
+        return DOCUMENT_TYPES[type_id][0]
+    account = accounts.get(str(header.get("account_id")))
+    if account is not None and as_int(account.get("country_id")) is not None:
+        return as_int(account.get("country_id"))
+    return as_int(header.get("issuer_country_id"))
+
+
+def taxbureau_code(type_id: int) -> str:
+    """Tax bureau code of a Koywe document type id (``str(type_id)`` when unknown)."""
+    return DOCUMENT_TYPES.get(type_id, (None, str(type_id)))[1]
+
+
+def format_folio(type_id: int, country: int | None, sequence: int, header: dict[str, Any]) -> int | str:
+    """Peru: ``"F001-00000001"`` (series from header.document_sequence_code); others: the integer."""
+    if country == PERU:
+        series = header.get("document_sequence_code") or PERU_SERIES.get(type_id, "F001")
+        return f"{series}-{sequence:08d}"
+    return sequence
+
+
+def electronic_document(
+    document_id: int, bureau_code: str, folio: Any, total: Any, stamp: bool
+) -> dict[str, str]:
+    """Base64 ``document_xml`` and ``document_pdf`` (plus ``stamp_img`` when a stamp was asked for)."""
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Document><Id>{document_id}</Id><Type>{bureau_code}</Type>"
+        f"<Number>{folio}</Number><Total>{total}</Total><Sandbox>true</Sandbox></Document>\n"
+    )
+    pdf = f"%PDF-1.4\n% Koywe sandbox document {document_id} type {bureau_code} number {folio}\n%%EOF\n"
+    result = {
+        "document_xml": base64.b64encode(xml.encode()).decode(),
+        "document_pdf": base64.b64encode(pdf.encode()).decode(),
+    }
+    if stamp:
+        result["stamp_img"] = base64.b64encode(f"sandbox-stamp-{document_id}".encode()).decode()
+    return result
+
+
+def reference_numbers(references: Any, code: int = 5) -> set[str]:
+    """Distinct ``reference_number`` values of the entries with ``reference_code`` == code."""
+    found: set[str] = set()
+    for ref in references or []:
+        if isinstance(ref, dict) and as_int(ref.get("reference_code")) == code:
+            number = ref.get("reference_number")
+            if number is not None and number != "":
+                found.add(str(number))
+    return found
+
+
+def _same(a: Any, b: Any) -> bool:
+    ia, ib = as_int(a), as_int(b)
+    if ia is not None and ib is not None:
+        return ia == ib
+    return str(a) == str(b)
+
+
+def matches(document: dict[str, Any], filters: dict[str, str]) -> bool:
+    """Whether a stored document matches the ``GET /documents`` filters (all as query strings)."""
+    header = document["header"]
+    issue_date = str(header.get("issue_date", ""))
+    if "issue_date_from" in filters and issue_date < filters["issue_date_from"]:
+        return False
+    if "issue_date_to" in filters and issue_date > filters["issue_date_to"]:
+        return False
+    for key in (
+        "document_type_id",
+        "document_number",
+        "receiver_tax_id_code",
+        "taxbureau_sending_status",
+        "taxbureau_validation_status",
+        "account_id",
+    ):
+        if key in filters and not _same(header.get(key), filters[key]):
+            return False
+    code, number = filters.get("reference_code"), filters.get("reference_number")
+    if code is None and number is None:
+        return True
+    for ref in document.get("references") or []:
+        if not isinstance(ref, dict):
+            continue
+        if code is not None and not _same(ref.get("reference_code"), code):
+            continue
+        if number is not None and str(ref.get("reference_number")) != number:
+            continue
+        return True
+    return False

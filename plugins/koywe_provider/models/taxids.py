@@ -1,0 +1,119 @@
+"""Tax identifier validation and formatting for Koywe documents and accounts.
+
+Koywe identifies issuers and receivers by ``(<tax_id_type>, <tax_id_code>)`` pairs such as
+``("CL-RUT", "76399932-7")``. Source: Koywe tax id table, summarised in ``API_NOTES.md``
+("Tax id types and formats"). Check digits are verified with python-stdnum.
+
+Koywe formats (what :func:`validate_tax_id` returns):
+
+===========  =====================================  ==========================================
+type         Koywe format                            validator
+===========  =====================================  ==========================================
+``CL-RUT``   ``NNNNNNNN-D`` (7-8 digits, D may be K)  ``stdnum.cl.rut``
+``PE-RUC``   11 digits                               ``stdnum.pe.ruc``
+``PE-DNI``   8 digits                                ``stdnum.pe.cui`` (check digit dropped)
+``CO-NIT``   ``NNNNNNNNN-D``                         ``stdnum.co.nit``
+``MX-RFC``   12/13 chars, upper case                 ``stdnum.mx.rfc`` (+ generic RFCs)
+``AR-CUIT``  11 digits                               ``stdnum.ar.cuit``
+``US-EIN``   9 digits                                ``stdnum.us.ein``
+``US-SSN``   9 digits                                ``stdnum.us.ssn``
+===========  =====================================  ==========================================
+
+Other types (``CO-CC``, ``CO-NOP``, ``EXT``, foreign ids…) are accepted as any non-empty string,
+stripped of surrounding blanks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from stdnum.ar import cuit
+from stdnum.cl import rut
+from stdnum.co import nit
+from stdnum.exceptions import ValidationError as StdnumValidationError
+from stdnum.mx import rfc
+from stdnum.pe import cui, ruc
+from stdnum.us import ein, ssn
+
+__all__ = ["GENERIC_MX_RFCS", "KNOWN_TAX_ID_TYPES", "is_known_tax_id_type", "validate_tax_id"]
+
+#: SAT generic RFCs: ``XAXX010101000`` (national receiver without RFC, "público en general") and
+#: ``XEXX010101000`` (foreign receiver). Koywe's Mexico examples send the latter with the foreign
+#: receiver's own id type (``US-EIN``), see :func:`validate_tax_id` ``allow_generic_rfc``.
+GENERIC_MX_RFCS = frozenset({"XAXX010101000", "XEXX010101000"})
+
+
+def _cl_rut(code: str) -> str:
+    number = rut.validate(code)  # compact, upper case K
+    return f"{number[:-1]}-{number[-1]}"
+
+
+def _co_nit(code: str) -> str:
+    number = nit.validate(code)
+    return f"{number[:-1]}-{number[-1]}"
+
+
+def _pe_dni(code: str) -> str:
+    number = cui.validate(code)
+    return number[:8]
+
+
+def _mx_rfc(code: str) -> str:
+    number = rfc.compact(code)
+    if number in GENERIC_MX_RFCS:
+        return number
+    # Real RFCs with a wrong homoclave check digit exist (SAT issued them), like stdnum's default.
+    number = rfc.validate(number)
+    if len(number) not in (12, 13):
+        raise rfc.InvalidLength("an RFC with homoclave has 12 (company) or 13 (person) characters")
+    return number
+
+
+_VALIDATORS: dict[str, tuple[str, Callable[[str], str]]] = {
+    "CL-RUT": ("Chilean RUT, NNNNNNNN-D", _cl_rut),
+    "PE-RUC": ("Peruvian RUC, 11 digits", ruc.validate),
+    "PE-DNI": ("Peruvian DNI, 8 digits", _pe_dni),
+    "CO-NIT": ("Colombian NIT, NNNNNNNNN-D", _co_nit),
+    "MX-RFC": ("Mexican RFC, 12 or 13 characters", _mx_rfc),
+    "AR-CUIT": ("Argentine CUIT, 11 digits", cuit.validate),
+    "US-EIN": ("US EIN, 9 digits", ein.validate),
+    "US-SSN": ("US SSN, 9 digits", ssn.validate),
+}
+
+#: Tax id types whose code is checked (format and check digit); any other type is free text.
+KNOWN_TAX_ID_TYPES = frozenset(_VALIDATORS)
+
+
+def is_known_tax_id_type(tax_id_type: str | None) -> bool:
+    """True when :func:`validate_tax_id` checks codes of this type (case-insensitive)."""
+    return bool(tax_id_type) and tax_id_type.strip().upper() in KNOWN_TAX_ID_TYPES
+
+
+def validate_tax_id(tax_id_type: str, code: str, *, allow_generic_rfc: bool = False) -> str:
+    """Validate ``code`` as a tax id of ``tax_id_type`` and return it in Koywe's format.
+
+    :param tax_id_type: Koywe tax id type such as ``"CL-RUT"`` (case-insensitive).
+    :param code: the identifier as typed by a person: dots, blanks and dashes are tolerated
+        (``"76.399.932-7"`` → ``"76399932-7"``; ``"860.517.022-2"`` → ``"860517022-2"``).
+    :param allow_generic_rfc: also accept the SAT generic RFCs (``XAXX010101000``,
+        ``XEXX010101000``) whatever the declared type: Koywe's Mexico "foreign receiver without RFC"
+        example sends ``XEXX010101000`` typed ``US-EIN``. Used for receivers only.
+    :returns: the normalised code (Koywe format). Unknown types return the stripped code.
+    :raises ValueError: the code is empty, malformed or its check digit is wrong; the message names
+        the type and the code.
+    """
+    if code is None or not str(code).strip():
+        raise ValueError(f"empty {tax_id_type or 'tax id'} code")
+    code = str(code).strip()
+    kind = (tax_id_type or "").strip().upper()
+    if allow_generic_rfc and code.upper() in GENERIC_MX_RFCS:
+        return code.upper()
+    entry = _VALIDATORS.get(kind)
+    if entry is None:
+        return code
+    label, validator = entry
+    try:
+        return validator(code)
+    except StdnumValidationError as exc:
+        reason = str(exc).rstrip(".") or "invalid"
+        raise ValueError(f"{code!r} is not a valid {kind} ({label}): {reason}") from None
