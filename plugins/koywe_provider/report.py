@@ -25,7 +25,12 @@ OUTCOME_KEYS = (
     "skipped",
     "lookups",
     "rate_limited",
+    "retried",
 )
+#: ``last_error_class`` of a row several Koywe documents carry (set by the issuer; never acted on).
+DUPLICATE_ALARM = "DuplicateAlarm"
+#: Most dead rows listed by name in one report.
+MAX_LISTED = 1000
 
 
 def sum_outcomes(outcomes: Iterable[dict[str, int] | None]) -> dict[str, int]:
@@ -50,8 +55,12 @@ def build_report(
 
     ``states`` counts the rows this run ingested; ``ledger_states`` counts the whole ledger (outstanding
     work from earlier runs shows there); ``failures`` lists every row of this run that is neither issued
-    nor pending, with reference, state, error class, message, file and line.
+    nor pending, with reference, state, error class, message, file and line. ``batches`` adds up the issue
+    tasks' outcomes (``retried``, ``adopted`` = found by lookup, ``dead``, ``duplicate_alarms`` …);
+    ``dead`` lists every ``dead`` row of the whole ledger (they need a person) with reference and last
+    error, and ``duplicate_alarms`` those of them that several Koywe documents carry.
     """
+    dead = [f for f in ledger.failures(limit=10**9) if f["state"] == "dead"][:MAX_LISTED]
     return {
         "dag_id": dag_id,
         "run_id": run_id,
@@ -62,6 +71,8 @@ def build_report(
         "batches": sum_outcomes(outcomes),
         "failures": ledger.failures(run_id=run_id),
         "conflicts": ledger.conflicts(run_id=run_id),
+        "dead": dead,
+        "duplicate_alarms": [f for f in dead if f.get("last_error_class") == DUPLICATE_ALARM],
     }
 
 
@@ -78,6 +89,25 @@ def render_markdown(report: dict[str, Any]) -> str:
     if outstanding:
         lines += ["", "## Whole ledger: not yet issued", ""]
         lines += [f"- {state}: {count}" for state, count in outstanding.items()]
+    batches = report["batches"]
+    lines += ["", "## Retries", ""]
+    lines += [
+        f"- retried: {batches.get('retried', 0)}",
+        f"- adopted (found at Koywe by reference, not sent again): {batches.get('adopted', 0)}",
+        f"- dead (gave up in this run): {batches.get('dead', 0)}",
+        f"- duplicate alarms (this run): {batches.get('duplicate_alarms', 0)}",
+    ]
+    alarms = report.get("duplicate_alarms") or []
+    if alarms:
+        lines += ["", f"## Duplicate alarms ({len(alarms)}): several Koywe documents, a person decides", ""]
+        lines += [f"- {_cell(a['reference'])}: {_cell(a.get('last_error') or '')}" for a in alarms]
+    dead = report.get("dead") or []
+    if dead:
+        lines += ["", f"## Dead rows in the ledger ({len(dead)}): need a person", ""]
+        lines += ["| reference | attempts | last error |", "|---|---|---|"]
+        for d in dead:
+            error = _cell(f"{d.get('last_error_class') or ''}: {d.get('last_error') or ''}".strip(": "))
+            lines.append(f"| {_cell(d['reference'])} | {d.get('attempts', 0)} | {error} |")
     failures = report["failures"]
     lines += ["", f"## Failures ({len(failures)})", ""]
     if failures:

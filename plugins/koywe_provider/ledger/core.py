@@ -615,6 +615,21 @@ class Ledger:
         with self._read() as session:
             return list(session.scalars(stmt))
 
+    def ids_for_references(
+        self, references: Iterable[str], *, states: Iterable[str | DocumentState] | None = None
+    ) -> list[int]:
+        """Ids, ascending, of the rows whose ``reference`` is one of ``references`` (any account), only
+        those in ``states`` when given (``in_flight`` only with an expired lease); due or not."""
+        now = self._now()
+        ids: set[int] = set()
+        with self._read() as session:
+            for chunk in _chunks(dict.fromkeys(references), 500):
+                stmt = sa.select(_DOCS.c.id).where(_DOCS.c.reference.in_(chunk))
+                if states is not None:
+                    stmt = stmt.where(_state_clause(_states(states), now))
+                ids.update(session.scalars(stmt))
+        return sorted(ids)
+
     def claim(
         self,
         pk: int,

@@ -17,11 +17,29 @@ from airflow.sdk import BaseOperator, Context
 
 from koywe_provider.hooks.koywe import KoyweHook
 from koywe_provider.hooks.ledger import KoyweLedgerHook
-from koywe_provider.issuance import Issuer
+from koywe_provider.issuance import IssuancePolicy, Issuer
 from koywe_provider.ledger import DocumentState
 
 DEFAULT_PARALLEL_CLIENTS = 4  # slots of the koywe_api pool (include/pools.json)
 MAX_MAPPED_BATCHES = 500  # well under Airflow's 1,024 mapped task instances
+
+
+def _to_list(value: Any) -> list[str]:
+    """References from a list param, a JSON list, or comma/whitespace separated text (``[]`` when empty)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = text.strip("[]").replace("'", "").replace('"', "").split(",")
+        else:
+            value = text.replace(",", " ").split()
+    return [str(v).strip() for v in value if str(v).strip()]
 
 
 def _to_bool(value: Any) -> bool:
@@ -115,9 +133,14 @@ class KoywePlanBatchesOperator(BaseOperator):
 
     :param states: ledger states to pick (default ``pending``; the retry DAG adds ``retryable``, ``unknown``
         and expired ``in_flight``).
+    :param references: only these internal references (list, or comma/space separated text), due or not
+        (a person asked for them now). Each batch then carries ``states`` and ``references`` for the
+        issue task.
+    :param requeue_rejected: first put ``rejected`` and ``dead`` rows (of ``references`` when given) back
+        to ``pending`` (their payload was fixed) and pick ``pending`` rows too.
     """
 
-    template_fields: Sequence[str] = ("dry_run", "koywe_ledger_conn_id")
+    template_fields: Sequence[str] = ("dry_run", "koywe_ledger_conn_id", "references", "requeue_rejected")
 
     def __init__(
         self,
@@ -127,16 +150,23 @@ class KoywePlanBatchesOperator(BaseOperator):
         min_batch_size: int = 10,
         dry_run: bool | str = False,
         koywe_ledger_conn_id: str = KoyweLedgerHook.default_conn_name,
+        references: Sequence[str] | str | None = None,
+        requeue_rejected: bool | str = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.states = tuple(states)
+        self.references = references
+        self.requeue_rejected = requeue_rejected
         self.target_batches = target_batches
         self.min_batch_size = min_batch_size
         self.dry_run = dry_run
         self.koywe_ledger_conn_id = koywe_ledger_conn_id
 
     def execute(self, context: Context) -> list[dict[str, int]]:
+        references = _to_list(self.references)
+        if references or _to_bool(self.requeue_rejected):
+            return self._plan_selected(references)
         if _to_bool(self.dry_run):
             self.log.info("Dry run: nothing will be sent to Koywe")
             return []
@@ -155,6 +185,48 @@ class KoywePlanBatchesOperator(BaseOperator):
         self.log.info("%d document(s) due in %d batch(es) of up to %d", total, len(batches), size)
         return batches
 
+    def _plan_selected(self, references: list[str]) -> list[dict[str, Any]]:
+        """Manual retry: optional re-queue, then the named references (or every due row) in batches."""
+        ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
+        dry_run = _to_bool(self.dry_run)
+        states = list(dict.fromkeys(DocumentState(s).value for s in self.states))
+        if _to_bool(self.requeue_rejected):
+            requeue_states = (DocumentState.REJECTED, DocumentState.DEAD)
+            if dry_run:
+                found = ledger.ids_for_references(references, states=requeue_states) if references else []
+                self.log.info(
+                    "Dry run: would re-queue %s rejected/dead row(s)", len(found) if references else "all"
+                )
+            else:
+                count = ledger.requeue(references or None, states=requeue_states)
+                self.log.info("Re-queued %d rejected/dead row(s) as pending", count)
+            states.append(DocumentState.PENDING.value)
+        if references:
+            ids = ledger.ids_for_references(references, states=states)
+            size = max(self.min_batch_size, math.ceil(len(ids) / self.target_batches))
+            batches = [
+                {"index": i, "first_id": chunk[0], "last_id": chunk[-1], "count": len(chunk)}
+                for i, chunk in enumerate(ids[n : n + size] for n in range(0, len(ids), size))
+            ]
+        else:
+            now = datetime.now(UTC)
+            total = sum(b.count for b in ledger.plan_batches(batch_size=10**9, states=states, due_before=now))
+            size = max(self.min_batch_size, math.ceil(total / self.target_batches))
+            batches = [
+                b.as_dict() for b in ledger.plan_batches(batch_size=size, states=states, due_before=now)
+            ]
+        self.log.info(
+            "%d document(s) selected (states %s, %d reference(s) named) in %d batch(es)",
+            sum(b["count"] for b in batches),
+            states,
+            len(references),
+            len(batches),
+        )
+        if dry_run:
+            self.log.info("Dry run: nothing will be sent to Koywe")
+            return []
+        return [{**b, "states": states, "references": references or None} for b in batches]
+
 
 class KoyweIssueDocumentsOperator(BaseOperator):
     """Issue one batch of ledger rows through Koywe (``POST /documents``), exactly once each.
@@ -162,6 +234,10 @@ class KoyweIssueDocumentsOperator(BaseOperator):
     :param batch: ``{"first_id", "last_id", …}`` from :class:`KoywePlanBatchesOperator` (usually mapped).
     :param parallel_clients: how many issue tasks run at once (the ``koywe_api`` pool's slots); this task
         keeps ``requests_per_second / parallel_clients`` of the connection's rate.
+    :param states: ledger states to issue (``batch["states"]`` wins when present); named
+        ``batch["references"]`` are issued due or not.
+    :param lease_seconds: claim lease; default ``[koywe] lease_seconds`` (900), see
+        :class:`~koywe_provider.issuance.IssuancePolicy` for the other ``[koywe]`` settings.
     XCom: the batch's outcome counts (``issued``, ``adopted``, ``rejected``, ``retryable``, ``unknown`` …).
     Raises :class:`~koywe_provider.exceptions.KoyweAuthError` when Koywe refuses the credentials.
     """
@@ -176,7 +252,7 @@ class KoyweIssueDocumentsOperator(BaseOperator):
         koywe_conn_id: str = KoyweHook.default_conn_name,
         koywe_ledger_conn_id: str = KoyweLedgerHook.default_conn_name,
         parallel_clients: int = DEFAULT_PARALLEL_CLIENTS,
-        lease_seconds: int = 900,
+        lease_seconds: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -190,16 +266,23 @@ class KoyweIssueDocumentsOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, int]:
         ti = context["ti"]
         owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/try{ti.try_number}"
+        states = tuple(self.batch.get("states") or self.states)
+        references = self.batch.get("references") or None
         issuer = Issuer(
             KoyweHook(self.koywe_conn_id, parallel_clients=self.parallel_clients),
             KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger(),
             owner=owner,
             run_id=context["run_id"],
             task=ti.task_id,
+            policy=IssuancePolicy.from_config(),
             lease_seconds=self.lease_seconds,
         )
         outcome = issuer.issue_range(
-            int(self.batch["first_id"]), int(self.batch["last_id"]), states=self.states
+            int(self.batch["first_id"]),
+            int(self.batch["last_id"]),
+            states=states,
+            references=references,
+            due_before=datetime(2999, 1, 1, tzinfo=UTC) if references else None,  # named: due or not
         )
         result = outcome.as_dict()
         self.log.info("Batch %s..%s: %s", self.batch["first_id"], self.batch["last_id"], result)

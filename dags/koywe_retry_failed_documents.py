@@ -1,0 +1,101 @@
+"""Retries of failed Koywe documents, with no duplicate and no loss. Wiring only: logic in koywe_provider."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param
+
+from koywe_provider.assets import KOYWE_ISSUED_DOCUMENTS
+from koywe_provider.issuance import RETRY_STATES
+from koywe_provider.operators.koywe import (
+    KoyweAuthOperator,
+    KoyweIssuanceReportOperator,
+    KoyweIssueDocumentsOperator,
+    KoywePlanBatchesOperator,
+)
+from koywe_provider.retry_policies import koywe_retry_policy
+
+with DAG(
+    dag_id="koywe_retry_failed_documents",
+    description="Look up and re-issue retryable, unknown and abandoned Koywe documents, exactly once",
+    doc_md="""
+### Koywe: retry failed documents
+Every 30 minutes, picks the ledger rows that are **due** (`next_attempt_at` passed) in state
+`retryable` (429/5xx), `unknown` (timeout or dropped connection after the POST) or `in_flight` whose
+lease expired (a task that crashed mid-batch):
+
+1. **authenticate** once (pool `koywe_auth`; the cached token is reused when valid);
+2. **plan_batches** splits the due rows into id ranges;
+3. **issue** each range (mapped, pool `koywe_api`): a row that may already exist at Koywe is first
+   looked up by `reference_code=5` + its reference — found: adopted as `issued`, no POST; several
+   found: **duplicate alarm** (row `dead`, a person decides); not found: POSTed again. Backoff per
+   document 1, 2, 4 … min (6 h cap); after 10 POSTs a still failing row is `dead`;
+4. **report**: retried, adopted, dead and duplicate-alarm counts, and every dead row with its last error.
+
+**Manual trigger** (Params): `references` — only these internal references, due or not;
+`requeue_rejected` — first put `rejected` and `dead` rows (of those references, or all) back to
+`pending` after their payload was fixed (e.g.
+`UPDATE koywe_documents SET payload = '<fixed json>', payload_hash = NULL WHERE reference = 'R' AND
+state IN ('rejected', 'dead')`; `python -m koywe_provider.cli requeue --reference R` does the re-queue
+from a shell, `… show --reference R` prints a row and its attempts); `dry_run` — log what would be
+retried, send nothing.
+
+Settings (Airflow config `[koywe]`): `lease_seconds` (900), `retry_base_seconds` (60),
+`retry_max_seconds` (21600), `max_attempts` (10). Safe next to the daily DAG: rows are claimed
+atomically, so no document is sent twice.
+""",
+    schedule=os.environ.get("KOYWE_RETRY_FAILED_DOCUMENTS_CRON", "*/30 * * * *"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    tags=["koywe", "invoicing", "retries"],
+    default_args={
+        "owner": "invoicing",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "retry_policy": koywe_retry_policy(),
+    },
+    params={
+        "references": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="References",
+            description="Only these internal references (one per line), due or not; empty = every due row.",
+        ),
+        "requeue_rejected": Param(
+            False,
+            type="boolean",
+            title="Re-queue rejected",
+            description="Put rejected and dead rows (of the references above, or all) back to pending first.",
+        ),
+        "dry_run": Param(False, type="boolean", title="Dry run", description="Log what would be retried."),
+    },
+) as dag:
+    authenticate = KoyweAuthOperator(
+        task_id="authenticate", pool="koywe_auth", dry_run="{{ params.dry_run }}"
+    )
+    plan = KoywePlanBatchesOperator(
+        task_id="plan_batches",
+        states=RETRY_STATES,
+        references="{{ params.references }}",
+        requeue_rejected="{{ params.requeue_rejected }}",
+        dry_run="{{ params.dry_run }}",
+    )
+    issue = KoyweIssueDocumentsOperator.partial(
+        task_id="issue",
+        pool="koywe_api",
+        states=RETRY_STATES,
+        map_index_template="ids {{ task.batch['first_id'] }}-{{ task.batch['last_id'] }}",
+    ).expand(batch=plan.output)
+    report = KoyweIssuanceReportOperator(
+        task_id="report",
+        outcomes=issue.output,
+        dry_run="{{ params.dry_run }}",
+        outlets=[KOYWE_ISSUED_DOCUMENTS],
+        trigger_rule="all_done",
+    )
+    authenticate >> plan >> issue >> report

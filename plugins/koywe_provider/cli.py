@@ -1,0 +1,99 @@
+"""Command line for the issuance ledger: look at a document and re-queue it after its payload was fixed.
+
+    python -m koywe_provider.cli show --reference R [--ledger-url URL]
+    python -m koywe_provider.cli requeue --reference R [--reference R2 …] [--state rejected --state dead]
+
+The ledger is ``--ledger-url`` (SQLAlchemy URL) or, by default, the one of the Airflow connection
+``koywe_ledger`` (:class:`~koywe_provider.hooks.ledger.KoyweLedgerHook`). A re-queued row goes back to
+``pending``; when it was sent before it is looked up by reference before any new POST, so a re-queue
+never duplicates a document Koywe already holds. Prints JSON; never prints payloads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from koywe_provider.ledger import DocumentState, Ledger
+
+#: Columns ``show`` prints (no payload, no raw line).
+SHOWN = (
+    "id",
+    "account_id",
+    "reference",
+    "state",
+    "attempts",
+    "koywe_document_id",
+    "document_number",
+    "last_error_class",
+    "last_error",
+    "next_attempt_at",
+    "lease_owner",
+    "lease_expires_at",
+    "source",
+    "line_no",
+)
+
+
+def _ledger(url: str | None) -> Ledger:
+    if url:
+        return Ledger(url)
+    from koywe_provider.hooks.ledger import KoyweLedgerHook
+
+    return KoyweLedgerHook().get_ledger()
+
+
+def _rows(ledger: Ledger, references: Sequence[str]) -> list[dict[str, Any]]:
+    return [ledger.get(pk) for pk in ledger.ids_for_references(references)]
+
+
+def show(ledger: Ledger, references: Sequence[str]) -> list[dict[str, Any]]:
+    """Every row carrying one of ``references`` (any account) with its attempts, oldest first."""
+    out = []
+    for row in _rows(ledger, references):
+        shown = {k: row.get(k) for k in SHOWN}
+        shown["attempt_log"] = [
+            {k: a[k] for k in ("attempted_at", "kind", "outcome", "http_status", "error")}
+            for a in ledger.attempts_for(row["id"])
+        ]
+        out.append(shown)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m koywe_provider.cli", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--ledger-url", help="SQLAlchemy URL of the ledger (default: connection koywe_ledger)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    show_p = commands.add_parser("show", help="print the rows of these references and their attempts")
+    show_p.add_argument("--reference", action="append", required=True, help="internal reference (repeatable)")
+    requeue_p = commands.add_parser("requeue", help="put rejected/dead rows back to pending")
+    requeue_p.add_argument(
+        "--reference", action="append", required=True, help="internal reference (repeatable)"
+    )
+    requeue_p.add_argument(
+        "--state",
+        action="append",
+        choices=[s.value for s in (DocumentState.REJECTED, DocumentState.DEAD)],
+        help="states to re-queue (default: rejected and dead)",
+    )
+    requeue_p.add_argument("--account-id", help="only rows of this Koywe account")
+    args = parser.parse_args(argv)
+
+    ledger = _ledger(args.ledger_url)
+    if args.command == "show":
+        rows = show(ledger, args.reference)
+        print(json.dumps(rows, indent=2, default=str))
+        return 0 if rows else 1
+    states = args.state or [DocumentState.REJECTED.value, DocumentState.DEAD.value]
+    count = ledger.requeue(args.reference, states=states, account_id=args.account_id)
+    print(json.dumps({"requeued": count, "references": args.reference, "states": states}))
+    return 0 if count else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
