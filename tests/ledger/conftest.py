@@ -23,7 +23,13 @@ from koywe_provider.ledger import IngestItem, Ledger
 PG_ADMIN_URL = os.environ.get(
     "KOYWE_LEDGER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
-LEDGER_TABLES = ("koywe_attempts", "koywe_ingest_conflicts", "koywe_documents", "koywe_alembic_version")
+LEDGER_TABLES = (
+    "koywe_attempts",
+    "koywe_ingest_conflicts",
+    "koywe_documents",
+    "koywe_accounts",
+    "koywe_alembic_version",
+)
 
 
 def _admin_engine() -> sa.Engine:

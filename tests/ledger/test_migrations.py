@@ -12,6 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from koywe_provider.ledger import VERSION_TABLE, Base, Ledger
 from koywe_provider.ledger.models import include_name
 
+HEAD = "0002"  # newest revision in koywe_provider/ledger/migrations/versions
+
 
 def _tables(ledger: Ledger) -> set[str]:
     return set(sa.inspect(ledger.engine).get_table_names())
@@ -22,12 +24,12 @@ def test_migrate_twice(make_ledger: Callable[..., Ledger]) -> None:
     assert ledger.current_revision() is None
     ledger.migrate()
     ledger.migrate()
-    assert ledger.current_revision() == "0001"
+    assert ledger.current_revision() == HEAD
     tables = _tables(ledger)
     assert {"koywe_documents", "koywe_attempts", "koywe_ingest_conflicts", VERSION_TABLE} <= tables
     assert "alembic_version" not in tables  # Airflow's own version table is left alone
     with ledger.engine.connect() as conn:
-        assert conn.scalars(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all() == ["0001"]
+        assert conn.scalars(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all() == [HEAD]
 
 
 def test_migrate_concurrently(make_ledger: Callable[..., Ledger]) -> None:
@@ -48,7 +50,7 @@ def test_migrate_concurrently(make_ledger: Callable[..., Ledger]) -> None:
     for t in threads:
         t.join(120)
     assert not errors, errors
-    assert ledgers[0].current_revision() == "0001"
+    assert ledgers[0].current_revision() == HEAD
     with ledgers[0].engine.connect() as conn:
         assert conn.scalar(sa.text(f"SELECT count(*) FROM {VERSION_TABLE}")) == 1
 

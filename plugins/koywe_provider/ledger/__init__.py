@@ -4,6 +4,7 @@ Pure SQLAlchemy 2.x + Alembic (no Airflow imports); ``KoyweLedgerHook`` wraps :c
 See ``docs/DESIGN.md`` for the state machine.
 """
 
+from koywe_provider.ledger.accounts import Account, AccountLedger, AccountState
 from koywe_provider.ledger.core import (
     INGEST_CHUNK,
     MIGRATIONS_DIR,
@@ -38,6 +39,9 @@ __all__ = [
     "ISSUED_STATES",
     "MIGRATIONS_DIR",
     "VERSION_TABLE",
+    "Account",
+    "AccountLedger",
+    "AccountState",
     "Attempt",
     "AttemptKind",
     "AttemptOutcome",

@@ -1,0 +1,540 @@
+"""Typed Koywe account payloads (``POST /accounts``) and their validation before any API call.
+
+Source: seed ``003_…`` ("Create a new account", field table), Koywe's OpenAPI ``AccountsPost`` and
+``API_NOTES.md`` ("Accounts"). Pure: pydantic v2, python-stdnum (through
+:func:`koywe_provider.models.taxids.validate_tax_id`), phonenumbers and cryptography; no Airflow.
+
+:func:`validate_account` returns the payload to send (tax id in Koywe's format, phone in E.164,
+``registration_company_size`` as the string Koywe documents) or raises
+:class:`AccountValidationError` listing **every** problem as ``(field, message)``. Messages never
+contain ``admin_password``, certificate passwords or certificate bytes.
+
+Country rules (``registration_additional_data``):
+
+=======  ==========  =========================================================================
+country  tax id      registration data
+=======  ==========  =========================================================================
+253 CL   ``CL-RUT``  ``certificate_file`` PKCS#12 (PFX) opening with ``certificate_password``
+66 CO    ``CO-NIT``  ``registration_test_set_id`` (DIAN) + ``registration_form_rut`` (PDF)
+80 MX    ``MX-RFC``  ``certificate_cer`` X.509 DER + ``certificate_key`` DER key opening with
+                     ``certificate_password`` (the SAT files), the key must match the certificate
+83 PE    ``PE-RUC``  none
+89 US    ``US-EIN``, ``US-SSN``  none
+88 AR    ``AR-CUIT`` ``certificate_key`` + ``certificate_cer`` (ARCA files, PEM or DER)
+=======  ==========  =========================================================================
+
+Binary fields travel as base64 strings. Certificates whose ``notAfter`` is in the past are refused
+with the expiry date in the message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any, Literal
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+
+from koywe_provider.models.taxids import validate_tax_id
+
+__all__ = [
+    "ACCOUNT_SECRET_FIELDS",
+    "COUNTRIES",
+    "AccountConfig",
+    "AccountValidationError",
+    "Country",
+    "KoyweAccount",
+    "RegistrationAdditionalData",
+    "account_errors",
+    "validate_account",
+]
+
+
+class Country(IntEnum):
+    """Koywe ``country_id`` values accepted by ``POST /accounts`` (seed ``003_…``)."""
+
+    CHILE = 253
+    COLOMBIA = 66
+    MEXICO = 80
+    PERU = 83
+    UNITED_STATES = 89
+    ARGENTINA = 88
+
+
+@dataclass(frozen=True)
+class CountryRules:
+    """What Koywe expects from an account of one country."""
+
+    name: str
+    region: str  # phonenumbers region code
+    tax_id_types: tuple[str, ...]
+    tax_id_example: str
+
+
+COUNTRIES: dict[int, CountryRules] = {
+    Country.CHILE: CountryRules("Chile", "CL", ("CL-RUT",), "76086428-5"),
+    Country.COLOMBIA: CountryRules("Colombia", "CO", ("CO-NIT",), "900123456-8"),
+    Country.MEXICO: CountryRules("Mexico", "MX", ("MX-RFC",), "EKU9003199C1 (12 or 13 characters)"),
+    Country.PERU: CountryRules("Peru", "PE", ("PE-RUC",), "20100047218 (11 digits, 10/15/17/20…)"),
+    Country.UNITED_STATES: CountryRules("United States", "US", ("US-EIN", "US-SSN"), "12-3456789"),
+    Country.ARGENTINA: CountryRules("Argentina", "AR", ("AR-CUIT",), "20-26756539-3 (11 digits)"),
+}
+
+#: Fields that are secrets: never in a DAG run conf, an XCom, a rendered template or a log.
+ACCOUNT_SECRET_FIELDS = (
+    "admin_password",
+    "certificate_password",
+    "certificate_file",
+    "certificate_key",
+    "certificate_cer",
+)
+
+_TIME_ZONE = re.compile(r"^UTC[+-](0?\d|1[0-4])(:[0-5]\d)?$")
+_PLACEHOLDERS = frozenset({"string", "contact_phone", "admin_email", "admin_password", "0"})
+# Koywe's own Chile example spells the documented ``registration_company_industry_sector`` this way.
+_FIELD_ALIASES = {"registration_company_industry": "registration_company_industry_sector"}
+
+
+class AccountValidationError(ValueError):
+    """An account request failed local validation; nothing was sent to Koywe.
+
+    ``errors`` is a list of ``(field, message)`` (dotted field paths such as
+    ``registration_additional_data.certificate_file``); every message says how to fix the field.
+    ``str()`` names the request and every field. No secret value is ever part of the message.
+    """
+
+    def __init__(self, errors: list[tuple[str, str]], *, request: str | None = None) -> None:
+        self.errors = errors
+        self.request = request
+        who = f"account request {request!r}" if request else "account request"
+        detail = "; ".join(f"{field}: {msg}" for field, msg in errors)
+        super().__init__(f"{who} is invalid: {detail}")
+
+
+class AccountConfig(BaseModel):
+    """``account_config`` of ``POST /accounts`` (all optional; Koywe's defaults are 0 and ``UTC+0``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rounding_format: Literal[0, 1] | None = Field(None, description="0 net rounding, 1 gross rounding")
+    time_zone: str | None = Field(None, description="UTC offset such as UTC-3 or UTC+5:30")
+    allow_issuance_based_on_stock: Literal[0, 1, 2] | None = None
+    show_document_time: Literal[0, 1] | None = None
+    adjust_draft_date: Literal[0, 1] | None = None
+    sum_up_detail_lines: Literal[0, 1] | None = None
+    order_of_added_products: Literal[0, 1] | None = None
+    display_tax_receipt: Literal[0, 1, 2] | None = None
+    stock_reservation_for_quotation: Literal[0, 1] | None = None
+    cost_greater_than_the_price: Literal[0, 1] | None = None
+
+    @field_validator("time_zone")
+    @classmethod
+    def _time_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().upper()
+        if not _TIME_ZONE.match(value):
+            raise ValueError("must be a UTC offset such as 'UTC-3', 'UTC+0' or 'UTC+5:30'")
+        return value
+
+
+class RegistrationAdditionalData(BaseModel):
+    """``registration_additional_data``: country registration files (base64) and identifiers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    registration_test_set_id: str | None = Field(None, description="Colombia: TEST SET ID from DIAN")
+    registration_form_rut: str | None = Field(None, description="Colombia: DIAN RUT form, PDF as base64")
+    certificate_file: str | None = Field(None, description="Chile: PFX (PKCS#12) as base64", repr=False)
+    certificate_key: str | None = Field(
+        None, description="Mexico/Argentina: private key as base64", repr=False
+    )
+    certificate_cer: str | None = Field(
+        None, description="Mexico/Argentina: certificate as base64", repr=False
+    )
+    certificate_password: str | None = Field(
+        None, description="Chile/Mexico: certificate password", repr=False
+    )
+    company_logo: str | None = Field(None, description="PNG as base64")
+
+
+class KoyweAccount(BaseModel):
+    """The body of ``POST /accounts`` (seed ``003_…``), typed. Cross-field rules: :func:`validate_account`."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    country_id: Country
+    contact_name: str = Field(min_length=1, max_length=200)
+    contact_phone: str = Field(min_length=1)
+    admin_email: EmailStr
+    admin_password: str = Field(min_length=8, repr=False)
+    registration_legal_name_company: str = Field(min_length=1, max_length=300)
+    registration_tax_id_code: str = Field(min_length=1)
+    registration_tax_id_type: Literal["CL-RUT", "CO-NIT", "MX-RFC", "PE-RUC", "US-EIN", "US-SSN", "AR-CUIT"]
+    registration_company_size: Literal["1", "2", "3", "4"]
+    registration_terms_of_use: Literal[1]
+    registration_type_use: Literal[1]
+    registration_company_industry_sector: str | None = None
+    registration_additional_data: RegistrationAdditionalData
+    account_config: AccountConfig | None = None
+
+    @field_validator("registration_company_size", mode="before")
+    @classmethod
+    def _size_as_string(cls, value: Any) -> Any:
+        # Koywe documents a string; its examples send 1 as well.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("registration_tax_id_type", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("country_id", "registration_terms_of_use", "registration_type_use", mode="before")
+    @classmethod
+    def _int_like(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value.strip())
+        return value
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body to POST (unset optional fields left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+# ------------------------------------------------------------------------------------- messages
+_FIX = {
+    "country_id": "use one of " + ", ".join(f"{int(c)} ({r.name})" for c, r in COUNTRIES.items()),
+    "registration_tax_id_type": "use CL-RUT, CO-NIT, MX-RFC, PE-RUC, US-EIN, US-SSN or AR-CUIT",
+    "registration_company_size": 'use "1" micro, "2" small, "3" medium or "4" large',
+    "registration_terms_of_use": "must be 1 (terms of use accepted)",
+    "registration_type_use": "must be 1 (billing)",
+    "admin_password": "give at least 8 characters",
+    "admin_email": "give a valid e-mail address such as admin@company.com",
+}
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _pydantic_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    errors = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        field = _field_name(loc)
+        top = str(loc[0]) if loc else ""
+        kind = err["type"]
+        if kind == "missing":
+            message = "is required"
+            if top in _FIX:
+                message += f"; {_FIX[top]}"
+        elif kind == "extra_forbidden":
+            message = "is not a Koywe POST /accounts field; remove it (check the spelling against seed 003)"
+        elif top in _FIX and len(loc) == 1:
+            message = _FIX[top]
+        elif top == "account_config":
+            message = f"{err['msg']}; see the account_config table of seed 003 for the allowed values"
+        else:
+            message = err["msg"]
+        errors.append((field, message))
+    return errors
+
+
+# ------------------------------------------------------------------------------------- binaries
+def _decode(data: dict[str, Any], name: str, errors: list[tuple[str, str]], what: str) -> bytes | None:
+    """Base64 content of ``registration_additional_data.<name>``; records an error when absent or bad."""
+    field = f"registration_additional_data.{name}"
+    value = data.get(name)
+    if value in (None, ""):
+        errors.append((field, f"is required: give the {what} as base64"))
+        return None
+    if not isinstance(value, str):
+        errors.append((field, f"must be the {what} as a base64 string"))
+        return None
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        errors.append((field, f"is not valid base64; encode the {what} file with base64 (no line prefixes)"))
+        return None
+
+
+def _expiry_error(cert: Any, field: str, now: datetime) -> tuple[str, str] | None:
+    not_after = cert.not_valid_after_utc
+    if not_after <= now:
+        subject = cert.subject.rfc4514_string() or "certificate"
+        return (
+            field,
+            f"the certificate ({subject}) expired on {not_after.date().isoformat()}; "
+            "renew it with the tax bureau and send the new file",
+        )
+    not_before = cert.not_valid_before_utc
+    if not_before > now:
+        return (field, f"the certificate is not valid before {not_before.date().isoformat()}")
+    return None
+
+
+def _password(data: dict[str, Any]) -> bytes | None:
+    value = data.get("certificate_password")
+    return value.encode() if isinstance(value, str) and value else None
+
+
+def _check_chile(data: dict[str, Any], errors: list[tuple[str, str]], now: datetime) -> None:
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    pfx = _decode(data, "certificate_file", errors, "PKCS#12 (.pfx/.p12) digital certificate")
+    password = _password(data)
+    if password is None:
+        errors.append(
+            (
+                "registration_additional_data.certificate_password",
+                "is required: the password of the .pfx file",
+            )
+        )
+    if pfx is None or password is None:
+        return
+    field = "registration_additional_data.certificate_file"
+    try:
+        key, cert, _chain = pkcs12.load_key_and_certificates(pfx, password)
+    except ValueError:
+        errors.append(
+            (
+                field,
+                "could not be opened as a PKCS#12 file with certificate_password: check that it is the "
+                ".pfx/.p12 file and that the password is the one of that file",
+            )
+        )
+        return
+    if cert is None or key is None:
+        errors.append((field, "the PKCS#12 file must hold both the certificate and its private key"))
+        return
+    if (problem := _expiry_error(cert, field, now)) is not None:
+        errors.append(problem)
+
+
+def _load_cert(raw: bytes) -> Any:
+    from cryptography import x509
+
+    if raw.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_certificate(raw)
+    return x509.load_der_x509_certificate(raw)
+
+
+def _load_key(raw: bytes, password: bytes | None, *, der_only: bool) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    if not der_only and raw.lstrip().startswith(b"-----BEGIN"):
+        return serialization.load_pem_private_key(raw, password)
+    return serialization.load_der_private_key(raw, password)
+
+
+def _same_key(key: Any, cert: Any) -> bool:
+    from cryptography.hazmat.primitives import serialization
+
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    return key.public_key().public_bytes(enc, fmt) == cert.public_key().public_bytes(enc, fmt)
+
+
+def _check_key_pair(
+    data: dict[str, Any], errors: list[tuple[str, str]], now: datetime, *, mexico: bool
+) -> None:
+    cer_field = "registration_additional_data.certificate_cer"
+    key_field = "registration_additional_data.certificate_key"
+    authority = "SAT" if mexico else "ARCA"
+    cer = _decode(data, "certificate_cer", errors, f"{authority} certificate (.cer)")
+    key_raw = _decode(data, "certificate_key", errors, f"{authority} private key (.key)")
+    password = _password(data)
+    if mexico and password is None:
+        errors.append(
+            (
+                "registration_additional_data.certificate_password",
+                "is required: the password of the SAT .key file",
+            )
+        )
+    from cryptography import x509
+
+    cert = key = None
+    if cer is not None:
+        try:
+            cert = x509.load_der_x509_certificate(cer) if mexico else _load_cert(cer)
+        except ValueError:
+            fmt = (
+                "an X.509 certificate in DER format (the .cer file as the SAT gives it)"
+                if mexico
+                else ("an X.509 certificate (.cer/.crt, PEM or DER)")
+            )
+            errors.append((cer_field, f"is not {fmt}"))
+        else:
+            if (problem := _expiry_error(cert, cer_field, now)) is not None:
+                errors.append(problem)
+    if key_raw is not None and (password is not None or not mexico):
+        try:
+            key = _load_key(key_raw, password, der_only=mexico)
+        except TypeError:
+            key = None
+            if password is None:
+                errors.append((key_field, "the key is encrypted: give its certificate_password"))
+            else:
+                errors.append((key_field, "the key is not encrypted: leave certificate_password empty"))
+        except ValueError:
+            key = None
+            fmt = (
+                "a private key in DER format (the .key file as the SAT gives it)"
+                if mexico
+                else ("a private key (.key, PEM or DER)")
+            )
+            errors.append(
+                (
+                    key_field,
+                    f"could not be opened as {fmt} with certificate_password; check the file and password",
+                )
+            )
+    if cert is not None and key is not None and not _same_key(key, cert):
+        errors.append((key_field, "does not belong to certificate_cer: send the .key issued with that .cer"))
+
+
+def _check_colombia(data: dict[str, Any], errors: list[tuple[str, str]]) -> None:
+    if not str(data.get("registration_test_set_id") or "").strip():
+        errors.append(
+            (
+                "registration_additional_data.registration_test_set_id",
+                "is required for Colombia: the TEST SET ID DIAN gives when the company enables e-invoicing",
+            )
+        )
+    pdf = _decode(data, "registration_form_rut", errors, "DIAN RUT form (PDF)")
+    if pdf is not None and not (pdf.startswith(b"%PDF-") and b"%%EOF" in pdf[-1024:]):
+        errors.append(
+            (
+                "registration_additional_data.registration_form_rut",
+                "is not a PDF file (no %PDF- header or %%EOF trailer): send the RUT form PDF downloaded from DIAN",
+            )
+        )
+
+
+def _check_logo(data: dict[str, Any], errors: list[tuple[str, str]]) -> None:
+    if data.get("company_logo") in (None, ""):
+        return
+    png = _decode(data, "company_logo", errors, "company logo (PNG)")
+    if png is not None and not png.startswith(b"\x89PNG\r\n\x1a\n"):
+        errors.append(("registration_additional_data.company_logo", "must be a PNG image encoded as base64"))
+
+
+# ---------------------------------------------------------------------------------- validation
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def account_errors(
+    payload: dict[str, Any], *, now: datetime | None = None
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """Every problem of an account payload, and the normalised payload (meaningful only without errors).
+
+    Runs the pydantic model and, independently, the cross-field rules (country ↔ tax id type, tax id
+    check digits, phone of the country, registration data of the country), so that one run lists
+    every error. ``now`` (aware UTC) is the instant certificates must be valid at.
+    """
+    now = now or datetime.now(UTC)
+    if not isinstance(payload, dict):
+        return [("", "the account request must be a JSON object with the POST /accounts fields")], {}
+    payload = dict(payload)
+    for alias, name in _FIELD_ALIASES.items():
+        if alias in payload and name not in payload:
+            payload[name] = payload.pop(alias)
+    errors: list[tuple[str, str]] = []
+    normalised: dict[str, Any] = {}
+    try:
+        normalised = KoyweAccount.model_validate(payload).payload()
+    except ValidationError as exc:
+        errors.extend(_pydantic_errors(exc))
+    failed = {field.split(".")[0] for field, _ in errors}
+
+    country = _as_int(payload.get("country_id"))
+    rules = COUNTRIES.get(country) if country is not None else None
+    tax_type = str(payload.get("registration_tax_id_type") or "").strip().upper()
+    code = payload.get("registration_tax_id_code")
+    if rules is not None and tax_type and tax_type not in rules.tax_id_types:
+        errors.append(
+            (
+                "registration_tax_id_type",
+                f"{tax_type!r} is not a tax id type of {rules.name} (country_id {country}); "
+                f"use {' or '.join(rules.tax_id_types)}",
+            )
+        )
+    elif "registration_tax_id_code" not in failed and code not in (None, "") and tax_type:
+        try:
+            formatted = validate_tax_id(tax_type, str(code))
+        except ValueError as exc:
+            example = f" such as {rules.tax_id_example}" if rules else ""
+            errors.append(("registration_tax_id_code", f"{exc}; give the company's real {tax_type}{example}"))
+        else:
+            if normalised:
+                normalised["registration_tax_id_code"] = formatted
+
+    phone = payload.get("contact_phone")
+    if "contact_phone" not in failed and isinstance(phone, str) and rules is not None:
+        problem = _phone_problem(phone, rules)
+        if problem:
+            errors.append(("contact_phone", problem))
+        elif normalised:
+            normalised["contact_phone"] = phonenumbers.format_number(
+                phonenumbers.parse(phone, rules.region), phonenumbers.PhoneNumberFormat.E164
+            )
+
+    data = payload.get("registration_additional_data")
+    if isinstance(data, dict) and country is not None:
+        if country == Country.CHILE:
+            _check_chile(data, errors, now)
+        elif country == Country.COLOMBIA:
+            _check_colombia(data, errors)
+        elif country == Country.MEXICO:
+            _check_key_pair(data, errors, now, mexico=True)
+        elif country == Country.ARGENTINA:
+            _check_key_pair(data, errors, now, mexico=False)
+        _check_logo(data, errors)
+    # One message per field and problem, in a stable order.
+    unique = list(dict.fromkeys(errors))
+    return unique, (normalised if not unique else {})
+
+
+def _phone_problem(phone: str, rules: CountryRules) -> str | None:
+    fix = (
+        f"give the {rules.name} number in E.164, e.g. +{phonenumbers.country_code_for_region(rules.region)}…"
+    )
+    if phone.strip().lower() in _PLACEHOLDERS:
+        return f"is a placeholder; {fix}"
+    if not phone.strip().startswith("+"):
+        return f"{phone!r} is not in E.164 (it must start with + and the country code); {fix}"
+    try:
+        parsed = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return f"{phone!r} is not a phone number; {fix}"
+    if not phonenumbers.is_valid_number_for_region(parsed, rules.region):
+        return f"{phone!r} is not a valid {rules.name} phone number; {fix}"
+    return None
+
+
+def validate_account(
+    payload: dict[str, Any], *, request: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """Validate a ``POST /accounts`` body and return it normalised for Koywe.
+
+    :param payload: the body, with secrets already resolved (``admin_password``, certificate files
+        and passwords in ``registration_additional_data``).
+    :param request: name of the provisioning request, used in the error message.
+    :returns: the body to send: tax id in Koywe's format (Chile ``NNNNNNNN-D``), phone in E.164,
+        ``registration_company_size`` as a string, ``registration_company_industry`` renamed to the
+        documented ``registration_company_industry_sector``.
+    :raises AccountValidationError: with every ``(field, message)`` found.
+    """
+    errors, normalised = account_errors(payload, now=now)
+    if errors:
+        raise AccountValidationError(errors, request=request)
+    return normalised
