@@ -16,6 +16,7 @@ from koywe_provider.operators.koywe import (
     KoyweIssueDocumentsOperator,
     KoywePlanBatchesOperator,
 )
+from koywe_provider.operators.status import KoyweTaxBureauPollOperator
 from koywe_provider.retry_policies import koywe_retry_policy
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -30,7 +31,9 @@ with DAG(
 2. **authenticate** once (pool `koywe_auth`, 1 slot) so every issuing task reuses one token;
 3. **plan_batches**: split the due rows into id ranges;
 4. **issue** each range (mapped, pool `koywe_api`), claiming each row before its POST;
-5. **report** counts by state and every failure, as a file and in the log, and emit the
+5. **poll_taxbureau**: one `GET /documents` per 100 documents of the issue-date window updates the
+   tax-bureau statuses (Chile validates asynchronously; rejected documents become `rejected`);
+6. **report** counts by state and every failure, as a file and in the log, and emit the
    `koywe_issued_documents` asset.
 
 Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: the run's date) and
@@ -79,6 +82,12 @@ Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: the r
         pool="koywe_api",
         map_index_template="ids {{ task.batch['first_id'] }}-{{ task.batch['last_id'] }}",
     ).expand(batch=plan.output)
+    poll_taxbureau = KoyweTaxBureauPollOperator(
+        task_id="poll_taxbureau",
+        pool="koywe_api",
+        dry_run="{{ params.dry_run }}",
+        trigger_rule="all_done",
+    )
     report = KoyweIssuanceReportOperator(
         task_id="report",
         ingest=ingest.output,
@@ -87,4 +96,4 @@ Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: the r
         outlets=[KOYWE_ISSUED_DOCUMENTS],
         trigger_rule="all_done",
     )
-    ingest >> authenticate >> plan >> issue >> report
+    ingest >> authenticate >> plan >> issue >> poll_taxbureau >> report

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .faults import FaultError, FaultSettings
-from .state import SandboxConfig
+from .state import DEFAULT_VALIDATION_OUTCOMES, SandboxConfig, parse_outcomes
 
 
 def _json_object(text: str) -> dict | None:
@@ -48,6 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("hal", "flat", "data"),
         default=d.list_envelope,
         help="GET /V1/documents envelope",
+    )
+    v = p.add_argument_group("Chile tax-bureau validation (also settable with POST /_sandbox/validation)")
+    v.add_argument(
+        "--validation-delay",
+        type=float,
+        default=None,
+        help="seconds after which a Chile document's validation completes by itself and DOCUMENT.STATUSUPDATE "
+        "callbacks go to subscribed URLs; unset = only on POST /_sandbox/validate",
+    )
+    v.add_argument(
+        "--validation-outcomes",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help='mix of final taxbureau_validation_status values, e.g. \'{"3": 0.8, "4": 0.1, "5": 0.1}\' '
+        '(default {"3": 1})',
     )
     f = p.add_argument_group("faults (also settable at run time with POST /_sandbox/faults)")
     f.add_argument("--latency-ms", type=float, default=0.0, help="latency added to every /V1 call, ms")
@@ -112,6 +128,12 @@ def config_from_args(argv: Sequence[str] | None = None) -> SandboxConfig:
         )
     except FaultError as exc:
         parser.error(str(exc))
+    try:
+        outcomes = parse_outcomes(args.validation_outcomes) if args.validation_outcomes else None
+    except ValueError as exc:
+        parser.error(f"--validation-outcomes: {exc}")
+    if args.validation_delay is not None and args.validation_delay < 0:
+        parser.error("--validation-delay must be >= 0")
     if args.rate_limit < 0 or args.token_ttl <= 0:
         parser.error("--rate-limit must be >= 0 and --token-ttl > 0")
     return SandboxConfig(
@@ -125,6 +147,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> SandboxConfig:
         password=args.password,
         seed=args.seed,
         list_envelope=args.list_envelope,
+        validation_delay=args.validation_delay,
+        validation_outcomes=outcomes or dict(DEFAULT_VALIDATION_OUTCOMES),
         faults=faults,
     )
 

@@ -1,7 +1,12 @@
 """FastAPI application of the Koywe sandbox.
 
 ``/V1`` (alias ``/v1``) mimics the Koywe Billing API; ``/_sandbox`` holds the admin endpoints (no auth):
-``GET /_sandbox/stats``, ``POST /_sandbox/reset``, ``GET|POST /_sandbox/faults``, ``GET /_sandbox/documents``.
+``GET /_sandbox/stats``, ``POST /_sandbox/reset``, ``GET|POST /_sandbox/faults``, ``GET /_sandbox/documents``,
+``GET|POST /_sandbox/validation`` (``{"delay_seconds": s|null, "outcomes": {"3": p, "4": p, "5": p}}``: Chile's
+asynchronous tax-bureau validation) and ``POST /_sandbox/validate`` (``{"document_ids": [...]|null,
+"outcome": 3|null}``: finish validations now and deliver their callbacks before answering).
+When a Chile document's validation completes, a ``DOCUMENT.STATUSUPDATE`` callback is POSTed with HTTP
+basic auth to every ``/V1/webhook_subscriptions`` entry of its account.
 Errors are always ``{"error": "<message>"}``.
 """
 
@@ -13,11 +18,13 @@ import math
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import documents as docs
+from .accounts import account_error
 from .state import SandboxConfig, SandboxState
 
 #: Key under which the custom uvicorn protocol puts the connection's transport in ``scope["state"]``.
@@ -161,6 +168,41 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
     async def crash(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - defensive
         return error(500, f"Internal sandbox error: {type(exc).__name__}")
 
+    background: set[asyncio.Task[Any]] = set()
+
+    async def deliver(payload: dict[str, Any]) -> dict[str, int]:
+        """POST one ``DOCUMENT.STATUSUPDATE`` to every subscriber of the document's account."""
+        sent = failed = 0
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+            for sub in state.subscribers(payload["account_id"]):
+                try:
+                    response = await client.post(
+                        sub["callback_url"],
+                        json=payload,
+                        auth=(sub["callback_username"], sub["callback_password"]),
+                    )
+                    ok = 200 <= response.status_code < 300
+                except httpx.HTTPError:
+                    ok = False
+                sent, failed = sent + ok, failed + (not ok)
+        state.stats["callbacks_sent"] += sent
+        state.stats["callbacks_failed"] += failed
+        return {"sent": sent, "failed": failed}
+
+    async def validate_later(document_id: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        payload = state.complete_validation(document_id)
+        if payload is not None:
+            await deliver(payload)
+
+    def schedule_validation(document_id: int) -> None:
+        delay = config.validation_delay
+        if delay is None or document_id not in state.validating:
+            return
+        task = asyncio.get_running_loop().create_task(validate_later(document_id, delay))
+        background.add(task)
+        task.add_done_callback(background.discard)
+
     def unauthorized(request: Request) -> JSONResponse | None:
         if state.token_valid(request.headers.get("authorization")):
             return None
@@ -183,6 +225,7 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             return error(400, str(exc))
         stamp = request.query_params.get("generate_stamp") in ("1", "true", "True")
         document = state.create_document(body, stamp)
+        schedule_validation(document["document_id"])
         fault = state.roll_post_create_fault()
         if fault == "lost":
             return DropConnection()
@@ -225,18 +268,24 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             return error(400, 'document_status must be "1" or "2"')
         if not state.update_status(document, target):
             return error(400, "Cannot update a signed document")
+        schedule_validation(document["document_id"])
         return JSONResponse(document)
+
+    @app.post("/V1/webhook_subscriptions")
+    async def create_webhook_subscription(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        status, answer = state.add_subscription(body)
+        return JSONResponse(answer, status_code=status)
 
     @app.post("/V1/accounts")
     async def create_account(request: Request) -> JSONResponse:
         body = await _json_body(request)
         if (denied := unauthorized(request)) is not None:
             return denied
-        if not isinstance(body, dict):
-            return error(400, "Request body must be a JSON object")
-        for key in ("country_id", "registration_tax_id_code"):
-            if body.get(key) in (None, ""):
-                return error(400, f"{key} is required")
+        if (problem := account_error(body)) is not None:
+            return error(400, problem)
         return JSONResponse({"account_id": state.create_account(body)}, status_code=201)
 
     @app.get("/V1/accounts/{account_id}")
@@ -269,6 +318,40 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             return JSONResponse(state.set_faults(body))
         except (ValueError, TypeError) as exc:
             return error(400, str(exc))
+
+    @app.get("/_sandbox/validation")
+    async def get_validation() -> dict[str, Any]:
+        return state.validation_view()
+
+    @app.post("/_sandbox/validation")
+    async def set_validation(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            return error(400, "Request body must be a JSON object")
+        try:
+            return JSONResponse(state.set_validation(body))
+        except (ValueError, TypeError) as exc:
+            return error(400, str(exc))
+
+    @app.post("/_sandbox/validate")
+    async def validate_now(request: Request) -> JSONResponse:
+        body = await _json_body(request) or {}
+        if not isinstance(body, dict):
+            return error(400, "Request body must be a JSON object")
+        outcome = body.get("outcome")
+        if outcome is not None and outcome not in (2, 3, 4, 5):
+            return error(400, "outcome must be 2, 3, 4, 5 or null")
+        wanted = body.get("document_ids")
+        ids = sorted(state.validating) if wanted is None else [docs.as_int(d) or -1 for d in wanted]
+        validated, callbacks = [], {"sent": 0, "failed": 0}
+        for document_id in ids:
+            payload = state.complete_validation(document_id, outcome)
+            if payload is None:
+                continue
+            validated.append(document_id)
+            for key, value in (await deliver(payload)).items():
+                callbacks[key] += value
+        return JSONResponse({"validated": validated, "callbacks": callbacks})
 
     @app.get("/_sandbox/documents")
     async def all_documents() -> list[dict[str, Any]]:

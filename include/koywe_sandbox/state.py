@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import documents as docs
+from .accounts import public_view
 from .faults import FaultSettings, TokenBucket
 
 STAT_KEYS = (
@@ -30,7 +31,20 @@ STAT_KEYS = (
     "slow_responses",
     "revocations",
     "accounts_created",
+    "webhook_subscriptions",
+    "validations_completed",
+    "callbacks_sent",
+    "callbacks_failed",
 )
+#: Default mix of final Chile validation outcomes (``taxbureau_validation_status``: probability).
+DEFAULT_VALIDATION_OUTCOMES = {"3": 1.0}
+#: ``taxbureau_validation_comments`` the sandbox writes for each final validation status.
+VALIDATION_COMMENTS = {
+    2: "Envio rechazado: error de firma en el sobre (sandbox)",
+    3: "",
+    4: "Aceptado con reparos: giro del receptor no coincide (sandbox)",
+    5: "Rechazado: RUT receptor no autorizado (sandbox)",
+}
 SECRET_ACCOUNT_FIELDS = ("admin_password",)
 FIRST_DOCUMENT_ID = 1000
 FIRST_ACCOUNT_ID = 600
@@ -50,6 +64,11 @@ class SandboxConfig:
     password: str = "sandbox-password"  # noqa: S105 - documented sandbox default, not a secret
     seed: int | None = None
     list_envelope: str = "hal"
+    #: Seconds after which a Chile document's asynchronous validation completes by itself (and
+    #: subscribed callbacks are sent); None = only when ``POST /_sandbox/validate`` asks.
+    validation_delay: float | None = None
+    #: ``{"3": 0.8, "4": 0.1, "5": 0.1}``: probability of each final validation status.
+    validation_outcomes: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_VALIDATION_OUTCOMES))
     faults: FaultSettings = field(default_factory=FaultSettings)
 
 
@@ -85,6 +104,8 @@ class SandboxState:
         self.next_account_id = FIRST_ACCOUNT_ID
         self.burst_counter = 0
         self.revoke_fired = False
+        self.subscriptions: list[dict[str, Any]] = []
+        self.validating: set[int] = set()  # Chile documents whose validation is in process
         self.rng = random.Random(self.config.seed)
         self.bucket = TokenBucket(self.config.rate_limit)
 
@@ -243,6 +264,8 @@ class SandboxState:
             "result": {"status": 0, "error_message": ""},
         }
         self.documents[document_id] = document
+        if country == docs.CHILE and not draft:
+            self.validating.add(document_id)
         self.stats["documents_created"] += 1
         for number in docs.reference_numbers(document["references"]):
             key = (account_key, number)
@@ -279,8 +302,89 @@ class SandboxState:
             target == 2 and current == 1 and country == docs.MEXICO
         ):
             header["document_status"] = target
+            if country == docs.CHILE:  # an issued draft goes to the tax bureau now
+                self.validating.add(docs.as_int(document["document_id"]) or 0)
             return True
         return False
+
+    # ----------------------------------------------------------------- validation and webhooks
+    def set_validation(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Apply ``{"delay_seconds": float|null, "outcomes": {"3": p, …}}``; returns the current settings."""
+        delay = self.config.validation_delay
+        outcomes = self.config.validation_outcomes
+        for key in values:
+            if key not in ("delay_seconds", "outcomes"):
+                raise ValueError(f"Unknown validation option: {key}")
+        if "delay_seconds" in values:
+            delay = values["delay_seconds"]
+            if delay is not None and (isinstance(delay, bool) or float(delay) < 0):
+                raise ValueError("delay_seconds must be a non-negative number or null")
+            delay = None if delay is None else float(delay)
+        if "outcomes" in values:
+            outcomes = parse_outcomes(values["outcomes"])
+        self.config.validation_delay, self.config.validation_outcomes = delay, outcomes
+        return self.validation_view()
+
+    def validation_view(self) -> dict[str, Any]:
+        return {
+            "delay_seconds": self.config.validation_delay,
+            "outcomes": dict(self.config.validation_outcomes),
+            "in_process": sorted(self.validating),
+        }
+
+    def add_subscription(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """``POST /webhook_subscriptions``: returns (status, body without the callback password)."""
+        if not isinstance(body, dict):
+            return 400, {"error": "Request body must be a JSON object"}
+        for key in ("account_id", "callback_url", "callback_username", "callback_password", "event_id"):
+            if body.get(key) in (None, ""):
+                return 400, {"error": f"{key} is required"}
+        if not str(body["callback_url"]).startswith(("http://", "https://")):
+            return 400, {"error": "callback_url must be an http(s) URL"}
+        subscription = {
+            k: body[k] for k in ("callback_url", "callback_username", "callback_password", "event_id")
+        }
+        subscription["account_id"] = str(body["account_id"])
+        subscription["webhook_subscription_id"] = len(self.subscriptions) + 1
+        self.subscriptions.append(subscription)
+        self.stats["webhook_subscriptions"] += 1
+        return 201, {k: v for k, v in subscription.items() if k != "callback_password"}
+
+    def complete_validation(self, document_id: int, outcome: int | None = None) -> dict[str, Any] | None:
+        """Finish the tax bureau's validation of a document in process: the final status is ``outcome`` or
+        drawn from the configured mix. Returns the ``DOCUMENT.STATUSUPDATE`` payload, or None when the
+        document is not in process."""
+        if document_id not in self.validating:
+            return None
+        self.validating.discard(document_id)
+        document = self.documents[document_id]
+        if outcome is None:
+            statuses = [int(k) for k in self.config.validation_outcomes]
+            weights = list(self.config.validation_outcomes.values())
+            outcome = self.rng.choices(statuses, weights=weights)[0]
+        header = document["header"]
+        header["taxbureau_validation_status"] = outcome
+        header["taxbureau_sending_status"] = 201 if outcome == 2 else 1
+        header["taxbureau_validation_comments"] = VALIDATION_COMMENTS.get(outcome, "")
+        header["taxbureau_send_id"] = str(9_000_000 + document_id)
+        header["taxbureau_send_date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.stats["validations_completed"] += 1
+        return {
+            "document_id": document_id,
+            "account_id": header.get("account_id"),
+            "document_status": header.get("document_status"),
+            "taxbureau_send_status": header["taxbureau_sending_status"],
+            "taxbureau_send_id": header["taxbureau_send_id"],
+            "taxbureau_send_date": header["taxbureau_send_date"],
+            "taxbureau_validation_status": outcome,
+            "taxbureau_validation_comments": header["taxbureau_validation_comments"],
+        }
+
+    def subscribers(self, account_id: Any, event_id: str = "DOCUMENT.STATUSUPDATE") -> list[dict[str, Any]]:
+        """Subscriptions of ``account_id`` to ``event_id``, in creation order."""
+        return [
+            s for s in self.subscriptions if s["account_id"] == str(account_id) and s["event_id"] == event_id
+        ]
 
     # ----------------------------------------------------------------- accounts
     def create_account(self, body: dict[str, Any]) -> str:
@@ -292,12 +396,24 @@ class SandboxState:
         return account_id
 
     def public_account(self, account_id: str) -> dict[str, Any] | None:
-        """A stored account without ``admin_password`` and ``certificate_*`` fields, or None."""
+        """``{account_id, account_created: {…}}`` without ``admin_password`` or certificates, or None."""
         account = self.accounts.get(account_id)
         if account is None:
             return None
-        return {
-            k: v
-            for k, v in account.items()
-            if k not in SECRET_ACCOUNT_FIELDS and not k.startswith("certificate_")
-        }
+        return public_view(account)
+
+
+def parse_outcomes(value: Any) -> dict[str, float]:
+    """Validate a validation outcome mix ``{"3": 0.8, "4": 0.1, "5": 0.1}`` (keys 2..5, weights >= 0)."""
+    if not isinstance(value, dict) or not value:
+        raise ValueError('outcomes must be a non-empty object like {"3": 0.9, "5": 0.1}')
+    parsed: dict[str, float] = {}
+    for key, weight in value.items():
+        if str(key) not in ("2", "3", "4", "5"):
+            raise ValueError("outcome keys are final taxbureau_validation_status values 2, 3, 4, 5")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise ValueError("outcome weights must be non-negative numbers")
+        parsed[str(key)] = float(weight)
+    if not sum(parsed.values()) > 0:
+        raise ValueError("at least one outcome weight must be positive")
+    return parsed

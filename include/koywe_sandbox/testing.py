@@ -75,6 +75,15 @@ class SandboxProcess:
         """``GET /_sandbox/faults``."""
         return self._admin("GET", "faults")
 
+    def set_validation(self, **settings: Any) -> dict[str, Any]:
+        """``POST /_sandbox/validation`` (``delay_seconds``, ``outcomes``); returns the current settings."""
+        return self._admin("POST", "validation", settings)
+
+    def validate(self, document_ids: list[int] | None = None, outcome: int | None = None) -> dict[str, Any]:
+        """``POST /_sandbox/validate``: finish Chile validations now (all in process when ``document_ids``
+        is None), callbacks delivered before it returns; ``{"validated": [...], "callbacks": {...}}``."""
+        return self._admin("POST", "validate", {"document_ids": document_ids, "outcome": outcome})
+
     def documents(self) -> list[dict[str, Any]]:
         """``GET /_sandbox/documents``: every stored document, ordered by document_id."""
         return self._admin("GET", "documents")

@@ -97,7 +97,14 @@ def test_daily_issuance_shape(parsed):
     dag = parsed["dags"]["koywe_daily_issuance"]
     assert dag["max_active_runs"] == 1
     assert {"inbox", "issue_date", "dry_run"} <= set(dag["params"])
-    assert list(dag["tasks"]) == ["ingest", "authenticate", "plan_batches", "issue", "report"]
+    assert list(dag["tasks"]) == [
+        "ingest",
+        "authenticate",
+        "plan_batches",
+        "issue",
+        "poll_taxbureau",
+        "report",
+    ]
     assert dag["tasks"]["authenticate"]["pool"] == "koywe_auth"
     assert dag["tasks"]["issue"]["pool"] == "koywe_api"
 

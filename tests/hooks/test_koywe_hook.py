@@ -247,7 +247,22 @@ def test_status_update_and_accounts(koywe_conn, clean_sandbox, factura):
     doc = hook.create_document(draft, reference="DRAFT-1")
     updated = hook.update_document_status(doc["document_id"], 1)
     assert str(updated.get("document_status", updated.get("header", {}).get("document_status"))) == "1"
-    account_id = hook.create_account({"country_id": 253, "registration_tax_id_code": "76086428-5"})
+    account_id = hook.create_account(
+        {
+            "country_id": 253,
+            "contact_name": "Ana",
+            "contact_phone": "+56912345678",
+            "admin_email": "ana@example.com",
+            "admin_password": "s3cret-pass",
+            "registration_legal_name_company": "Demo SpA",
+            "registration_tax_id_code": "76086428-5",
+            "registration_tax_id_type": "CL-RUT",
+            "registration_company_size": "1",
+            "registration_terms_of_use": 1,
+            "registration_type_use": 1,
+            "registration_additional_data": {"certificate_file": "UEZYLi4u", "certificate_password": "pfx"},
+        }
+    )
     assert hook.get_account(account_id)
 
 

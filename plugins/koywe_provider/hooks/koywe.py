@@ -513,6 +513,75 @@ class KoyweHook(HttpHook):
         """
         return self.call("PUT", f"documents/{document_id}", json={"document_status": str(document_status)})
 
+    # --- webhooks ------------------------------------------------------------------------------
+    def create_webhook_subscription(
+        self,
+        account_id: str | int,
+        callback_url: str,
+        callback_username: str,
+        callback_password: str,
+        event_id: str = "DOCUMENT.STATUSUPDATE",
+    ) -> dict:
+        """``POST /webhook_subscriptions`` (API_NOTES "Documents"): Koywe will POST ``event_id`` events for
+        ``account_id`` to ``callback_url`` with HTTP basic ``callback_username``/``callback_password``.
+
+        Returns Koywe's answer without any ``callback_password`` it echoes. Raises as :meth:`call`.
+        """
+        body = {
+            "account_id": account_id,
+            "callback_url": callback_url,
+            "callback_username": callback_username,
+            "callback_password": callback_password,
+            "event_id": event_id,
+        }
+        answer = self.call("POST", "webhook_subscriptions", json=body)
+        if not isinstance(answer, dict):
+            return {}
+        return {k: v for k, v in answer.items() if k != "callback_password"}
+
+    # --- async (triggers) ----------------------------------------------------------------------
+    async def acall(self, method: str, endpoint: str, *, params: dict | None = None) -> Any:
+        """Async twin of :meth:`call` for triggers: ``httpx.AsyncClient``, same pacing and token cache
+        (the connection and the token are read in a worker thread, so the event loop never blocks and
+        no login happens while the cached token is valid); one token refresh on 401.
+        Raises the exceptions of :meth:`call` (a GET never raises :class:`KoyweOutcomeUnknownError`).
+        """
+        import asyncio
+
+        import httpx
+        from asgiref.sync import sync_to_async
+
+        def prepare(failed: str | None) -> tuple[str, str]:
+            if not getattr(self, "base_url", None):
+                self._set_base_url(self.connection)
+            token = self._token(min_seconds_left=TOKEN_REFRESH_MARGIN_SECONDS, failed=failed)
+            return self.base_url, token.access_token
+
+        base_url, token = await sync_to_async(prepare, thread_sensitive=False)(None)
+        headers = {"User-Agent": f"airflow-provider-koywe/{__version__}", "Accept": "application/json"}
+        timeout = httpx.Timeout(self.timeout, connect=CONNECT_TIMEOUT_SECONDS)
+        async with httpx.AsyncClient(timeout=timeout, headers=headers, trust_env=False) as client:
+            for attempt in range(2):
+                await asyncio.to_thread(self.limiter.acquire)
+                self.calls += 1
+                try:
+                    response = await client.request(
+                        method,
+                        f"{base_url}/{endpoint.lstrip('/')}",
+                        params=params,
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                except httpx.HTTPError as err:
+                    raise KoyweTransientError(f"{method} /{endpoint}: {type(err).__name__} ({err})") from err
+                if response.status_code == 401 and attempt == 0:
+                    self.log.warning(
+                        "Koywe answered 401 to %s /%s; refreshing the token once", method, endpoint
+                    )
+                    _, token = await sync_to_async(prepare, thread_sensitive=False)(token)
+                    continue
+                break
+        return self._classify(_AsyncAnswer(response), method, endpoint)
+
     # --- accounts ------------------------------------------------------------------------------
     def create_account(self, payload: dict) -> str:
         """``POST /accounts`` (seed ``003_…``); returns the new ``account_id`` as a string."""
@@ -536,6 +605,20 @@ class KoyweHook(HttpHook):
         except KoyweError as err:
             return False, str(err)
         return True, f"Authenticated; {len(documents_in_page(body))} document(s) readable on the first page"
+
+
+class _AsyncAnswer:
+    """An ``httpx.Response`` seen through the ``requests.Response`` attributes ``_classify`` reads."""
+
+    def __init__(self, response: Any) -> None:
+        self.status_code = response.status_code
+        self.content = response.content
+        self.headers = response.headers
+        self.reason = response.reason_phrase
+        self._response = response
+
+    def json(self) -> Any:
+        return self._response.json()
 
 
 def _refused(err: requests.exceptions.ConnectionError) -> bool:

@@ -1,0 +1,129 @@
+"""``KoyweDocumentStatusTrigger``: waits in the triggerer until documents reach a final tax-bureau status.
+
+Runs on the triggerer's event loop with :meth:`KoyweHook.acall` (``httpx.AsyncClient``): no worker slot
+is held while Chile's tax bureau validates (minutes). The bearer token comes from the same cache as
+every other Koywe call (process cache, then the ``koywe_token__<conn_id>`` Variable): it does not log in
+per poll. With an issue-date window it reads ``GET /documents`` pages (100 documents per call);
+without one it reads ``GET /documents/{id}`` for each document still waiting — meant for a handful.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from koywe_provider.exceptions import KoyweError, KoyweRateLimitedError, KoyweTransientError
+
+#: ``taxbureau_validation_status`` values that end the wait (3/4 accepted, 2/5 rejected).
+FINAL_VALIDATION = (2, 3, 4, 5)
+MIN_POLL_INTERVAL_SECONDS = 5.0
+
+
+def _status_dict(document: dict) -> dict[str, Any]:
+    from koywe_provider.status import status_report
+
+    report = status_report(document)
+    return {
+        "document_id": report.koywe_document_id,
+        "document_status": report.document_status,
+        "taxbureau_sending_status": report.taxbureau_sending_status,
+        "taxbureau_validation_status": report.taxbureau_validation_status,
+        "taxbureau_validation_comments": report.taxbureau_validation_comments,
+    }
+
+
+class KoyweDocumentStatusTrigger(BaseTrigger):
+    """Poll Koywe every ``poll_interval`` seconds until every document in ``document_ids`` has a final
+    ``taxbureau_validation_status`` (2/3/4/5).
+
+    :param document_ids: Koywe ``document_id`` values.
+    :param issue_date_from: / :param issue_date_to: ``YYYY-MM-DD`` window holding the documents; when
+        given, one ``GET /documents`` per 100 documents of the window per poll.
+    Yields one event: ``{"status": "success", "documents": [{document_id, document_status,
+    taxbureau_sending_status, taxbureau_validation_status, taxbureau_validation_comments}, …]}`` or
+    ``{"status": "error", "message": …}`` (auth, not found, a rejected call). 429 and 5xx answers are
+    waited out (``Retry-After`` honoured).
+    """
+
+    def __init__(
+        self,
+        *,
+        document_ids: list[str],
+        koywe_conn_id: str,
+        poll_interval: float = 60.0,
+        issue_date_from: str | None = None,
+        issue_date_to: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.document_ids = [str(d) for d in document_ids]
+        self.koywe_conn_id = koywe_conn_id
+        self.poll_interval = max(MIN_POLL_INTERVAL_SECONDS, float(poll_interval))
+        self.issue_date_from = issue_date_from
+        self.issue_date_to = issue_date_to
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "document_ids": self.document_ids,
+                "koywe_conn_id": self.koywe_conn_id,
+                "poll_interval": self.poll_interval,
+                "issue_date_from": self.issue_date_from,
+                "issue_date_to": self.issue_date_to,
+            },
+        )
+
+    async def _read(self, hook: Any, waiting: set[str]) -> list[dict]:
+        from koywe_provider.hooks.koywe import documents_in_page, next_page
+
+        if not (self.issue_date_from or self.issue_date_to):
+            return [await hook.acall("GET", f"documents/{doc_id}") for doc_id in sorted(waiting)]
+        params = {
+            "issue_date_from": self.issue_date_from,
+            "issue_date_to": self.issue_date_to,
+            "per_page": 100,
+        }
+        params = {k: v for k, v in params.items() if v is not None}
+        found: list[dict] = []
+        page: int | None = 1
+        while page is not None:
+            body = await hook.acall("GET", "documents", params={**params, "page": page})
+            found += [d for d in documents_in_page(body) if str(d.get("document_id")) in waiting]
+            page = next_page(body, page)
+        return found
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from koywe_provider.hooks.koywe import KoyweHook
+
+        hook = KoyweHook(self.koywe_conn_id)
+        final: dict[str, dict[str, Any]] = {}
+        while True:
+            waiting = set(self.document_ids) - set(final)
+            delay = self.poll_interval
+            try:
+                for document in await self._read(hook, waiting):
+                    status = _status_dict(document)
+                    if status["taxbureau_validation_status"] in FINAL_VALIDATION:
+                        final[status["document_id"]] = status
+            except KoyweRateLimitedError as err:
+                delay = max(delay, err.retry_after or 30.0)
+                self.log.warning("Koywe rate limited the status poll; waiting %.0f s", delay)
+            except KoyweTransientError as err:
+                self.log.warning("Koywe status poll failed (%s); trying again in %.0f s", err, delay)
+            except KoyweError as err:
+                yield TriggerEvent({"status": "error", "message": str(err)})
+                return
+            if len(final) == len(set(self.document_ids)):
+                documents = [final[d] for d in dict.fromkeys(self.document_ids)]
+                yield TriggerEvent({"status": "success", "documents": documents})
+                return
+            self.log.info(
+                "%d of %d document(s) still awaiting the tax bureau; next poll in %.0f s",
+                len(set(self.document_ids)) - len(final),
+                len(set(self.document_ids)),
+                delay,
+            )
+            await asyncio.sleep(delay)
