@@ -13,7 +13,7 @@ from koywe_provider.operators.accounts import (
     KoyweCreateAccountOperator,
     KoyweValidateAccountsOperator,
 )
-from koywe_provider.retry_policies import koywe_retry_policy
+from koywe_provider.retry_policies import koywe_default_args
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -68,12 +68,7 @@ requests (format in `koywe_provider.provisioning`).
     catchup=False,
     max_active_runs=1,
     tags=["koywe", "accounts", "onboarding"],
-    default_args={
-        "owner": "invoicing",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_policy": koywe_retry_policy(),
-    },
+    default_args=koywe_default_args(retry_delay=timedelta(minutes=1)),
     params={
         "mode": Param(
             "form",

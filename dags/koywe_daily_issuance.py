@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from airflow.sdk import DAG, Param
@@ -17,7 +17,7 @@ from koywe_provider.operators.koywe import (
     KoywePlanBatchesOperator,
 )
 from koywe_provider.operators.status import KoyweTaxBureauPollOperator
-from koywe_provider.retry_policies import koywe_retry_policy
+from koywe_provider.retry_policies import koywe_default_args
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -44,12 +44,7 @@ Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: the r
     catchup=False,
     max_active_runs=1,
     tags=["koywe", "invoicing"],
-    default_args={
-        "owner": "invoicing",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "retry_policy": koywe_retry_policy(),
-    },
+    default_args=koywe_default_args(),
     params={
         "inbox": Param(
             "include/samples/inbox",

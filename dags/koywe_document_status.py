@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
 from koywe_provider.operators.status import KoyweTaxBureauPollOperator, KoyweUpdateDocumentStatusOperator
-from koywe_provider.retry_policies import koywe_retry_policy
+from koywe_provider.retry_policies import koywe_default_args
 from koywe_provider.status import KOYWE_DOCUMENT_STATUS
 
-DEFAULT_ARGS = {
-    "owner": "invoicing",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=2),
-    "retry_policy": koywe_retry_policy(),
-}
+DEFAULT_ARGS = koywe_default_args()
 
 with DAG(
     dag_id="koywe_document_status",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
@@ -15,7 +15,7 @@ from koywe_provider.operators.koywe import (
     KoyweIssueDocumentsOperator,
     KoywePlanBatchesOperator,
 )
-from koywe_provider.retry_policies import koywe_retry_policy
+from koywe_provider.retry_policies import koywe_default_args
 
 with DAG(
     dag_id="koywe_retry_failed_documents",
@@ -52,12 +52,7 @@ atomically, so no document is sent twice.
     max_active_runs=1,
     render_template_as_native_obj=True,
     tags=["koywe", "invoicing", "retries"],
-    default_args={
-        "owner": "invoicing",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "retry_policy": koywe_retry_policy(),
-    },
+    default_args=koywe_default_args(),
     params={
         "references": Param(
             [],

@@ -8,6 +8,7 @@ same thing and be refused again — and repeated logins get IPs banned, seed ``0
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
 
@@ -42,3 +43,15 @@ def koywe_retry_policy() -> ExceptionRetryPolicy:
             ),
         ]
     )
+
+
+def koywe_default_args(
+    *, owner: str = "invoicing", retry_delay: timedelta = timedelta(minutes=2)
+) -> dict[str, Any]:
+    """``default_args`` shared by the Koywe DAGs: an owner, 2 retries, ``retry_delay`` and the policy above."""
+    return {
+        "owner": owner,
+        "retries": 2,
+        "retry_delay": retry_delay,
+        "retry_policy": koywe_retry_policy(),
+    }
