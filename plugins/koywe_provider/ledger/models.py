@@ -53,6 +53,7 @@ class AttemptKind(StrEnum):
 
     CREATE = "create"
     LOOKUP = "lookup"
+    STATUS_UPDATE = "status_update"  # PUT /documents/{id} (issue a draft, cancel)
 
 
 class AttemptOutcome(StrEnum):
@@ -67,6 +68,8 @@ class AttemptOutcome(StrEnum):
     NOT_FOUND = "not_found"
     DUPLICATE_ALARM = "duplicate_alarm"
     AUTH_ERROR = "auth_error"
+    CANCELLED = "cancelled"
+    ALREADY_APPLIED = "already_applied"
 
 
 def utcnow() -> datetime:

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from koywe_provider.ledger.core import DocumentNotFoundError, Ledger, _chunks
-from koywe_provider.ledger.models import Attempt, Document, DocumentState
+from koywe_provider.ledger.models import Attempt, AttemptKind, Document, DocumentState
 
 _DOCS = Document.__table__
 _ATTEMPTS = Attempt.__table__
@@ -38,7 +38,7 @@ DOCUMENT_DRAFT, DOCUMENT_ISSUED, DOCUMENT_CANCELLED = 0, 1, 2
 
 #: ``koywe_attempts.kind`` of a ``PUT /documents/{id}`` (the column is a plain string; the
 #: :class:`~koywe_provider.ledger.models.AttemptKind` enum names only create and lookup).
-ATTEMPT_KIND_STATUS = "status_update"
+ATTEMPT_KIND_STATUS = AttemptKind.STATUS_UPDATE
 #: ``last_error_class`` of a document the tax bureau rejected.
 TAXBUREAU_REJECTED_CLASS = "taxbureau_rejected"
 

@@ -16,6 +16,7 @@ from airflow.sdk import BaseHook, BaseOperator, Context
 from koywe_provider.exceptions import KoyweError, KoyweNotFoundError, KoyweRejectedError
 from koywe_provider.hooks.koywe import KoyweHook
 from koywe_provider.hooks.ledger import KoyweLedgerHook
+from koywe_provider.ledger.models import AttemptOutcome
 from koywe_provider.ledger.status import find_by_koywe_document_id, record_status_change
 from koywe_provider.status import (
     ACTIONS,
@@ -122,7 +123,7 @@ class KoyweUpdateDocumentStatusOperator(BaseOperator):
                 plan.document_id,
                 plan.target,
             )
-            answer, outcome, http_status, duration_ms = document, "already_applied", None, 0
+            answer, outcome, http_status, duration_ms = document, AttemptOutcome.ALREADY_APPLIED, None, 0
         else:
             self.log.info(
                 "PUT /documents/%s document_status %s -> %s (%s)%s",
@@ -150,7 +151,7 @@ class KoyweUpdateDocumentStatusOperator(BaseOperator):
                     )
                 raise
             http_status, duration_ms = 200, int((time.monotonic() - started) * 1000)
-            outcome = "issued" if self.action == "issue_draft" else "cancelled"
+            outcome = AttemptOutcome.ISSUED if self.action == "issue_draft" else AttemptOutcome.CANCELLED
         report = status_report(answer if isinstance(answer, dict) and answer.get("document_id") else document)
         if report.document_status is None or (
             not plan.already_applied and report.document_status < plan.target
