@@ -28,6 +28,9 @@ up: $(STAMP)  ## airflow standalone (http://localhost:8080) with the sandbox on 
 setup: $(STAMP)
 	$(PY) -m koywe_demo setup
 
+bench: $(STAMP)  ## throughput vs the rate limit, ingestion memory, DAG parse cost (BENCH_ARGS="--documents 500")
+	$(PY) benchmarks/run_bench.py $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
