@@ -32,15 +32,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from contextlib import contextmanager, redirect_stdout
+from contextlib import redirect_stdout
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results.md"
 DAG_ID = "koywe_daily_issuance"
-PG_ADMIN_URL = os.environ.get("KOYWE_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 RESULT_COLUMNS = (
     "date",
     "executor",
@@ -128,23 +126,6 @@ def generate_inbox(path: Path, count: int, *, seed: int, prefix: str) -> None:
         ],
         check=True,
     )
-
-
-@contextmanager
-def throwaway_database():
-    """A fresh PostgreSQL database (SQLAlchemy URL), dropped on exit."""
-    import sqlalchemy as sa
-
-    name = f"koywe_bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _when(value: str) -> datetime:
@@ -249,6 +230,7 @@ def append_result(row: dict, path: Path = RESULTS) -> None:
 
 # ------------------------------------------------------------------------------------------ main
 def bench(args) -> dict:
+    from koywe_demo.databases import throwaway_database
     from koywe_sandbox.testing import run_sandbox
 
     with tempfile.TemporaryDirectory(prefix="koywe_bench_") as tmp:
@@ -274,7 +256,7 @@ def bench(args) -> dict:
         inbox.mkdir()
         generate_inbox(inbox / "day.jsonl", args.documents, seed=args.seed, prefix="BENCH")
         with run_sandbox(seed=args.seed, rate_limit=args.rate_limit, latency_ms=args.latency_ms) as sandbox:
-            with throwaway_database() as database_url:
+            with throwaway_database("koywe_bench") as database_url:
                 print(
                     f"issuing {args.documents} documents ({args.executor} executor) ...",
                     file=sys.stderr,

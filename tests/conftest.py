@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -13,19 +12,10 @@ from koywe_test_support import chile_factura, koywe_connection_json, postgres_or
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A throwaway PostgreSQL database; yields its SQLAlchemy URL and drops it afterwards."""
-    import sqlalchemy as sa
+    from koywe_demo.databases import throwaway_database
 
-    admin_url = postgres_or_skip()
-    name = f"koywe_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database(admin_url=postgres_or_skip()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from koywe_demo.databases import PG_ADMIN_URL
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SHARED_KOYWE = PROJECT_DIR.parent / "shared" / "koywe"
-PG_ADMIN_URL = os.environ.get("KOYWE_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 
 def postgres_or_skip() -> str:

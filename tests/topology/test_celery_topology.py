@@ -15,9 +15,11 @@ from datetime import date
 
 import pytest
 
+from koywe_demo.databases import throwaway_database
 from koywe_demo.env import PROJECT_DIR, airflow_env, setup
 from koywe_demo.topology import run_topology, topology_env
 from koywe_provider.ledger import Ledger
+from koywe_test_support import postgres_or_skip
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e, pytest.mark.slow]
 
@@ -66,61 +68,38 @@ def celery_run(tmp_path_factory):
     from koywe_sandbox.testing import run_sandbox
 
     broker_url = redis_or_skip()
-    database = _throwaway_database()
-    database_url = next(database)
     home = tmp_path_factory.mktemp("celery_home")
-    try:
-        with run_sandbox(seed=11, rate_limit=RATE_LIMIT, latency_ms=100) as sandbox:
-            base = airflow_env(
-                airflow_home=home,
-                koywe_base_url=sandbox.base_url,
-                credentials=sandbox.credentials,
-                ledger_url=database_url,
-                requests_per_second=RATE_LIMIT,
-            )
-            env = topology_env(base, database_url=database_url, broker_url=broker_url)
-            setup(env)
-            with run_topology(env, workers=2, worker_concurrency=2) as topology:
-                api = topology.api()
-                api.wait_for_dag(DAG_ID)
-                api.unpause(DAG_ID)
-                run_id = api.trigger(DAG_ID, {"inbox": str(INBOX), "issue_date": date.today().isoformat()})
-                run = api.wait_for_run(DAG_ID, run_id, timeout=240)
-                task_instances = api.task_instances(DAG_ID, run_id)
-                api.close()
-                logs = topology.logs()
-            yield {
-                "run": run,
-                "stats": sandbox.stats(),
-                "documents": sandbox.documents(),
-                "task_instances": task_instances,
-                "ledger_url": database_url,
-                "logs": logs,
-                "env": env,
-            }
-    finally:
-        next(database, None)
-
-
-def _throwaway_database():
-    """Generator: yields a fresh PostgreSQL database URL, drops the database when resumed."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    from koywe_test_support import postgres_or_skip
-
-    admin_url = postgres_or_skip()
-    name = f"koywe_topology_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with (
+        throwaway_database("koywe_topology", admin_url=postgres_or_skip()) as database_url,
+        run_sandbox(seed=11, rate_limit=RATE_LIMIT, latency_ms=100) as sandbox,
+    ):
+        base = airflow_env(
+            airflow_home=home,
+            koywe_base_url=sandbox.base_url,
+            credentials=sandbox.credentials,
+            ledger_url=database_url,
+            requests_per_second=RATE_LIMIT,
+        )
+        env = topology_env(base, database_url=database_url, broker_url=broker_url)
+        setup(env)
+        with run_topology(env, workers=2, worker_concurrency=2) as topology:
+            api = topology.api()
+            api.wait_for_dag(DAG_ID)
+            api.unpause(DAG_ID)
+            run_id = api.trigger(DAG_ID, {"inbox": str(INBOX), "issue_date": date.today().isoformat()})
+            run = api.wait_for_run(DAG_ID, run_id, timeout=240)
+            task_instances = api.task_instances(DAG_ID, run_id)
+            api.close()
+            logs = topology.logs()
+        yield {
+            "run": run,
+            "stats": sandbox.stats(),
+            "documents": sandbox.documents(),
+            "task_instances": task_instances,
+            "ledger_url": database_url,
+            "logs": logs,
+            "env": env,
+        }
 
 
 def test_run_succeeds_on_celery_workers(celery_run):
