@@ -100,3 +100,40 @@ def chile_factura(issue_date: str = "2026-11-20", *, account_id: int = 4201, net
         ],
         "totals": {"net_amount": net, "taxes_amount": tax, "total_amount": net + tax},
     }
+
+
+def dags_test(env: dict, dag_id: str, conf: dict, outputs: list[str]) -> str:
+    """``airflow dags test <dag_id> -c <conf>`` with ``env``; appends the output to ``outputs``; asserts success."""
+    from koywe_demo.env import airflow
+
+    proc = airflow(env, "dags", "test", dag_id, "-c", json.dumps(conf), check=False, capture=True)
+    output = proc.stdout + proc.stderr
+    outputs.append(output)
+    assert proc.returncode == 0, output[-5000:]
+    return output
+
+
+def airflow_haystacks(home: Path, outputs: list[str]) -> dict[str, str]:
+    """Everywhere a secret could leak after ``dags test`` runs in ``home``: their output (task logs),
+    log files, and the ``xcom``, ``rendered_task_instance_fields`` and ``dag_run`` (conf) tables."""
+    import sqlite3
+
+    haystacks = {"dags test output": "\n".join(outputs)}
+    for path in (home / "logs").rglob("*"):
+        if path.is_file():
+            haystacks[str(path)] = path.read_text(errors="replace")
+    with sqlite3.connect(home / "airflow.db") as db:
+        for table, column in (
+            ("xcom", "value"),
+            ("rendered_task_instance_fields", "rendered_fields"),
+            ("dag_run", "conf"),
+        ):
+            haystacks[table] = "\n".join(str(row[0]) for row in db.execute(f"SELECT {column} FROM {table}"))
+    return haystacks
+
+
+def leaks(secrets: list[str], haystacks: dict[str, str]) -> list[tuple[str, str]]:
+    """``(secret prefix, where)`` for every secret found in a haystack (the prefix never shows it whole)."""
+    return [
+        (secret[:6] + "…", where) for secret in secrets for where, text in haystacks.items() if secret in text
+    ]

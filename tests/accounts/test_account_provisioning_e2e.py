@@ -8,7 +8,6 @@ are searched for them.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,9 @@ from koywe_account_support import (
     provisioning_request,
     secret_values,
 )
-from koywe_demo.env import airflow, airflow_env, setup
+from koywe_demo.env import airflow_env, setup
 from koywe_provider.ledger import AccountLedger, Ledger
+from koywe_test_support import airflow_haystacks, dags_test, leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DAG_ID = "koywe_account_provisioning"
@@ -71,11 +71,7 @@ class Env:
         self.outputs: list[str] = []
 
     def dags_test(self, conf: dict) -> str:
-        proc = airflow(self.env, "dags", "test", DAG_ID, "-c", json.dumps(conf), check=False, capture=True)
-        output = proc.stdout + proc.stderr
-        self.outputs.append(output)
-        assert proc.returncode == 0, output[-5000:]
-        return output
+        return dags_test(self.env, DAG_ID, conf, self.outputs)
 
     def accounts(self) -> AccountLedger:
         return AccountLedger.of(Ledger(self.ledger_url))
@@ -206,30 +202,13 @@ def test_rerun_sends_nothing(batch_run):
 def test_secrets_never_reach_logs_xcoms_rendered_fields_or_conf(batch_run):
     env = batch_run
     secrets = [*secret_values(), "Written-In-Clear-1", b64(cer_der())[:40]]
-    haystacks = {"dags test output": "\n".join(env.outputs)}
-    for path in (env.home / "logs").rglob("*"):
-        if path.is_file():
-            haystacks[str(path)] = path.read_text(errors="replace")
+    haystacks = airflow_haystacks(env.home, env.outputs)
     # `dags test` runs the tasks in-process: their logs are in its output (and any log files).
     assert "Request bad-peru is invalid" in haystacks["dags test output"], (
         "task logs missing: the search is vacuous"
     )
-    db = sqlite3.connect(env.home / "airflow.db")
-    try:
-        for table, column in (
-            ("xcom", "value"),
-            ("rendered_task_instance_fields", "rendered_fields"),
-            ("dag_run", "conf"),
-        ):
-            rows = db.execute(f"SELECT {column} FROM {table}").fetchall()
-            haystacks[table] = "\n".join(str(r[0]) for r in rows)
-    finally:
-        db.close()
     # the search sees real data in every table
     assert "onboard-andes" in haystacks["dag_run"] and "bad-peru" in haystacks["xcom"]
     assert "koywe_ledger" in haystacks["rendered_task_instance_fields"]
-    leaks = [
-        (secret[:6] + "…", where) for secret in secrets for where, text in haystacks.items() if secret in text
-    ]
-    assert leaks == []
+    assert leaks(secrets, haystacks) == []
     assert "Written-In-Clear-1" not in json.dumps([r["request"] for r in env.accounts().by_state()])

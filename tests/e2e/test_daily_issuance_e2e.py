@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from koywe_demo.env import airflow, airflow_env, setup
 from koywe_provider.ledger import Ledger
-from koywe_test_support import PROJECT_DIR
+from koywe_test_support import PROJECT_DIR, airflow_haystacks, dags_test, leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -50,11 +49,7 @@ class Run:
         self.outputs: list[str] = []
 
     def dags_test(self, conf: dict) -> str:
-        proc = airflow(self.env, "dags", "test", DAG_ID, "-c", json.dumps(conf), check=False, capture=True)
-        output = proc.stdout + proc.stderr
-        self.outputs.append(output)
-        assert proc.returncode == 0, output[-5000:]
-        return output
+        return dags_test(self.env, DAG_ID, conf, self.outputs)
 
     def close(self):
         self._sandbox_cm.__exit__(None, None, None)
@@ -161,15 +156,7 @@ def test_no_secret_in_logs_xcoms_or_rendered_fields(run):
     token = json.loads(token_json)["access_token"]
     secrets = [token, run.sandbox.credentials["client_secret"], run.sandbox.credentials["password"]]
 
-    texts = list(run.outputs)
-    for path in (run.home / "logs").rglob("*"):
-        if path.is_file():
-            texts.append(path.read_text(errors="replace"))
-    with sqlite3.connect(run.home / "airflow.db") as db:
-        texts += [str(row) for row in db.execute("select value from xcom")]
-        texts += [str(row) for row in db.execute("select rendered_fields from rendered_task_instance_fields")]
-        texts += [str(row) for row in db.execute("select conf from dag_run")]
-    assert any("issued" in t for t in texts)  # we did read the real material
-    for secret in secrets:
-        leaks = [t[max(0, t.find(secret) - 200) : t.find(secret) + 50] for t in texts if secret in t]
-        assert not leaks, f"secret found: {leaks[:1]}"
+    haystacks = airflow_haystacks(run.home, run.outputs)
+    assert "issued" in haystacks["xcom"]  # we did read the real material
+    assert "koywe_daily_issuance" in haystacks["dags test output"]
+    assert leaks(secrets, haystacks) == []
