@@ -8,8 +8,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .faults import FaultError, FaultSettings
-from .state import DEFAULT_VALIDATION_OUTCOMES, SandboxConfig, parse_outcomes
+from .faults import LIST_ITEMS, LIST_SHAPES, NO_DOCUMENT_ID_BODIES, FaultError, FaultSettings
+from .state import DEFAULT_VALIDATION_OUTCOMES, SandboxConfig, parse_outcomes, parse_references
+
+
+def _json_list(text: str) -> list | None:
+    value = json.loads(text)
+    if value is not None and not isinstance(value, list):
+        raise argparse.ArgumentTypeError("expected a JSON list")
+    return value
 
 
 def _json_object(text: str) -> dict | None:
@@ -44,18 +51,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="seed of the fault random generator (reproducible faults)"
     )
     p.add_argument(
-        "--list-envelope",
-        choices=("hal", "flat", "data"),
-        default=d.list_envelope,
-        help="GET /V1/documents envelope",
+        "--manual-clock",
+        action="store_true",
+        help="freeze the sandbox clock: time (token expiry, rate limit, validation delay, the one-second "
+        "window of max_requests_in_any_second) moves only with POST /_sandbox/clock",
     )
-    v = p.add_argument_group("Chile tax-bureau validation (also settable with POST /_sandbox/validation)")
+    p.add_argument(
+        "--list-envelope",
+        "--list-shape",
+        dest="list_envelope",
+        choices=LIST_SHAPES,
+        default=d.list_envelope,
+        help="GET /V1/documents envelope (start-up value of the list_shape fault key)",
+    )
+    p.add_argument(
+        "--list-items",
+        choices=LIST_ITEMS,
+        default="full",
+        help="GET /V1/documents items: whole documents, or flat OpenAPI SimplifiedDocument items",
+    )
+    v = p.add_argument_group("tax-bureau validation (also settable with POST /_sandbox/validation)")
     v.add_argument(
         "--validation-delay",
         type=float,
         default=None,
-        help="seconds after which a Chile document's validation completes by itself and DOCUMENT.STATUSUPDATE "
-        "callbacks go to subscribed URLs; unset = only on POST /_sandbox/validate",
+        help="seconds (sandbox clock) after which the validation of a document in process (Chile, or "
+        "result.status 2) completes by itself and DOCUMENT.STATUSUPDATE callbacks go to subscribed URLs; "
+        "unset = only on POST /_sandbox/validate",
     )
     v.add_argument(
         "--validation-outcomes",
@@ -64,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help='mix of final taxbureau_validation_status values, e.g. \'{"3": 0.8, "4": 0.1, "5": 0.1}\' '
         '(default {"3": 1})',
+    )
+    v.add_argument(
+        "--reject-references",
+        type=_json_list,
+        default=None,
+        metavar="JSON",
+        help="internal references (references[] code 5) whose documents the tax bureau rejects "
+        '(taxbureau_validation_status 5), e.g. \'["tx-1", "tx-2"]\'',
+    )
+    v.add_argument(
+        "--cancel-pending-acceptance",
+        action="store_true",
+        help="a Mexico cancellation waits for the receiver's acceptance (POST /_sandbox/cancellations/{id})",
     )
     f = p.add_argument_group("faults (also settable at run time with POST /_sandbox/faults)")
     f.add_argument("--latency-ms", type=float, default=0.0, help="latency added to every /V1 call, ms")
@@ -106,6 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="revoke all tokens once this many documents have been created in total",
     )
+    f.add_argument(
+        "--no-document-id-rate",
+        type=float,
+        default=0.0,
+        help="probability (0..1) that POST /V1/documents creates nothing and answers a 2xx without document_id",
+    )
+    f.add_argument(
+        "--no-document-id-body",
+        choices=NO_DOCUMENT_ID_BODIES,
+        default="error",
+        help='shape of that answer: empty = 201 {}, error = 200 {"error": "Internal processing error"}',
+    )
+    f.add_argument(
+        "--result-status-2-rate",
+        type=float,
+        default=0.0,
+        help="probability (0..1) that POST /V1/documents creates the document with result.status 2 "
+        "(generated but not sent to the tax bureau; validation then in process)",
+    )
     return p
 
 
@@ -124,10 +178,18 @@ def config_from_args(argv: Sequence[str] | None = None) -> SandboxConfig:
                 "slow_response_rate": args.slow_response_rate,
                 "slow_response_ms": args.slow_response_ms,
                 "revoke_after_documents": args.revoke_after_documents,
+                "no_document_id_rate": args.no_document_id_rate,
+                "no_document_id_body": args.no_document_id_body,
+                "result_status_2_rate": args.result_status_2_rate,
+                "list_items": args.list_items,
             }
         )
     except FaultError as exc:
         parser.error(str(exc))
+    try:
+        rejects = parse_references(args.reject_references)
+    except ValueError as exc:
+        parser.error(f"--reject-references: {exc}")
     try:
         outcomes = parse_outcomes(args.validation_outcomes) if args.validation_outcomes else None
     except ValueError as exc:
@@ -149,6 +211,9 @@ def config_from_args(argv: Sequence[str] | None = None) -> SandboxConfig:
         list_envelope=args.list_envelope,
         validation_delay=args.validation_delay,
         validation_outcomes=outcomes or dict(DEFAULT_VALIDATION_OUTCOMES),
+        reject_references=rejects,
+        cancel_pending_acceptance=args.cancel_pending_acceptance,
+        manual_clock=args.manual_clock,
         faults=faults,
     )
 

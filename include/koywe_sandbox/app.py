@@ -1,13 +1,37 @@
 """FastAPI application of the Koywe sandbox.
 
-``/V1`` (alias ``/v1``) mimics the Koywe Billing API; ``/_sandbox`` holds the admin endpoints (no auth):
-``GET /_sandbox/stats``, ``POST /_sandbox/reset``, ``GET|POST /_sandbox/faults``, ``GET /_sandbox/documents``,
-``GET|POST /_sandbox/validation`` (``{"delay_seconds": s|null, "outcomes": {"3": p, "4": p, "5": p}}``: Chile's
-asynchronous tax-bureau validation) and ``POST /_sandbox/validate`` (``{"document_ids": [...]|null,
-"outcome": 3|null}``: finish validations now and deliver their callbacks before answering).
-When a Chile document's validation completes, a ``DOCUMENT.STATUSUPDATE`` callback is POSTed with HTTP
-basic auth to every ``/V1/webhook_subscriptions`` entry of its account.
-Errors are always ``{"error": "<message>"}``.
+``/V1`` (alias ``/v1``) mimics the Koywe Billing API (auth, documents, webhook subscriptions, accounts).
+``/_sandbox`` holds the admin endpoints: no auth, no faults, no rate limit, not counted in any ``/V1`` stat:
+
+- ``GET /_sandbox/stats``: counters (``state.STAT_KEYS``), among them ``max_requests_in_any_second``
+  (largest number of ``/V1`` arrivals, any endpoint and outcome, within a sliding one-second window
+  ``[t, t+1)`` of the sandbox clock since the last reset).
+- ``POST /_sandbox/reset``: see :meth:`SandboxState.reset`.
+- ``GET|POST /_sandbox/faults``: fault keys (``faults`` module docstring).
+- ``GET /_sandbox/documents``: every stored document, by document_id. ``POST /_sandbox/documents`` (a
+  ``POST /V1/documents`` body; ``?generate_stamp=1`` honoured; the Peru boleta date rule not applied):
+  plant a document created out of band, answer 201 with it (:meth:`SandboxState.plant_document`).
+- ``GET|POST /_sandbox/validation``: tax-bureau settings ``{"delay_seconds": s|null, "outcomes": {"3": p,
+  "4": p, "5": p}, "reject_references": [ref, …], "cancel_pending_acceptance": bool}``
+  (:meth:`SandboxState.set_validation`); the answer adds ``in_process``.
+- ``POST /_sandbox/validate`` (``{"document_ids": [...]|null, "outcome": 2..5|null}``): finish validations
+  in process now (all when ``document_ids`` is null) and deliver their callbacks before answering
+  ``{"validated": [ids], "callbacks": {"sent": n, "failed": n}}``.
+- ``GET /_sandbox/clock`` → ``{"now", "offset_seconds", "manual"}``; ``POST /_sandbox/clock``
+  (``{"advance_seconds": s}``): move the sandbox clock forward (token expiry, token bucket, validation
+  schedule, the one-second window), finish the validations that became due and deliver their callbacks
+  before answering ``{"now", "offset_seconds", "manual", "validated", "callbacks"}``.
+- ``POST /_sandbox/cancellations/{document_id}`` (``{"outcome": "accepted"|"refused"}``): finish a Mexico
+  cancellation pending acceptance (``cancel_pending_acceptance``); 404 unknown document, 400 none pending.
+- ``POST /_sandbox/counterparty/{document_id}`` (``{"status": 2|3}``): set ``header.document_status``
+  (2 sent to the counterparty, 3 accepted by it) of an issued document; 404 unknown, 400 bad status/draft.
+
+Both of the last two answer ``{"document": {…}, "callbacks": {"sent": n, "failed": n}}`` after delivering a
+``DOCUMENT.STATUSUPDATE`` callback, as does every completed validation (the scheduled ones too): it is POSTed
+with HTTP basic auth to every ``/V1/webhook_subscriptions`` entry of the document's account, with exactly the
+documented fields ``{document_id, account_id, document_status, taxbureau_send_status, taxbureau_send_id,
+taxbureau_send_date, taxbureau_validation_status, taxbureau_validation_comments}`` (``document_status`` is the
+top-level one). Errors are always ``{"error": "<message>"}``.
 """
 
 from __future__ import annotations
@@ -25,11 +49,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import documents as docs
 from .accounts import account_error
+from .faults import LIST_SHAPES
 from .state import SandboxConfig, SandboxState
 
 #: Key under which the custom uvicorn protocol puts the connection's transport in ``scope["state"]``.
 TRANSPORT_STATE_KEY = "koywe_sandbox.transport"
-ENVELOPES = ("hal", "flat", "data")
+ENVELOPES = LIST_SHAPES
+#: Shortest real sleep of a scheduled validation that is not due yet (a frozen clock must not spin).
+MIN_VALIDATION_SLEEP_S = 0.05
 LIST_FILTERS = (
     "issue_date_from",
     "issue_date_to",
@@ -115,6 +142,10 @@ async def _json_body(request: Request) -> Any:
         return None
 
 
+def _stamp(request: Request) -> bool:
+    return request.query_params.get("generate_stamp") in ("1", "true", "True")
+
+
 def _int_param(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw in (None, ""):
@@ -126,11 +157,13 @@ def _int_param(request: Request, name: str, default: int) -> int:
 
 
 def _envelope(
-    kind: str, request: Request, items: list[dict[str, Any]], page: int, per_page: int
+    kind: str, request: Request, items: list[dict[str, Any]], page: int, per_page: int, flat_items: bool
 ) -> dict[str, Any]:
     total = len(items)
     page_count = math.ceil(total / per_page)
     chunk = items[(page - 1) * per_page : page * per_page]
+    if flat_items:
+        chunk = [docs.list_item(d) for d in chunk]
     if kind == "data":
         return {"data": chunk, "pagination": {"total": total, "per_page": per_page, "current_page": page}}
     body: dict[str, Any] = {
@@ -189,17 +222,37 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
         state.stats["callbacks_failed"] += failed
         return {"sent": sent, "failed": failed}
 
-    async def validate_later(document_id: int, delay: float) -> None:
-        await asyncio.sleep(delay)
-        payload = state.complete_validation(document_id)
-        if payload is not None:
-            await deliver(payload)
+    async def complete_and_deliver(ids: list[int], outcome: int | None = None) -> dict[str, Any]:
+        """Finish the validations of ``ids`` that are in process; deliver each callback in turn."""
+        validated, callbacks = [], {"sent": 0, "failed": 0}
+        for document_id in ids:
+            payload = state.complete_validation(document_id, outcome)
+            if payload is None:
+                continue
+            validated.append(document_id)
+            for key, value in (await deliver(payload)).items():
+                callbacks[key] += value
+        return {"validated": validated, "callbacks": callbacks}
+
+    async def validate_when_due(document_id: int) -> None:
+        """Wait (real time) until the sandbox clock reaches the document's due time, then finish it.
+
+        Re-reads the due time after every sleep: a clock advance may have finished it already, a reset
+        may have replaced it."""
+        while True:
+            due = state.validation_due.get(document_id)
+            if due is None or document_id not in state.validating:
+                return
+            remaining = due - state.clock()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(max(remaining, MIN_VALIDATION_SLEEP_S))
+        await complete_and_deliver([document_id])
 
     def schedule_validation(document_id: int) -> None:
-        delay = config.validation_delay
-        if delay is None or document_id not in state.validating:
+        if state.schedule_validation(document_id) is None:
             return
-        task = asyncio.get_running_loop().create_task(validate_later(document_id, delay))
+        task = asyncio.get_running_loop().create_task(validate_when_due(document_id))
         background.add(task)
         task.add_done_callback(background.discard)
 
@@ -223,8 +276,9 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             docs.validate_document(body)
         except docs.ValidationError as exc:
             return error(400, str(exc))
-        stamp = request.query_params.get("generate_stamp") in ("1", "true", "True")
-        document = state.create_document(body, stamp)
+        if (no_id := state.roll_no_document_id()) is not None:
+            return JSONResponse(no_id[1], status_code=no_id[0])
+        document = state.create_document(body, _stamp(request))
         schedule_validation(document["document_id"])
         fault = state.roll_post_create_fault()
         if fault == "lost":
@@ -246,7 +300,9 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             k: request.query_params[k] for k in LIST_FILTERS if request.query_params.get(k) not in (None, "")
         }
         items = state.list_documents(filters)
-        return JSONResponse(_envelope(config.list_envelope, request, items, page, per_page))
+        faults = state.faults
+        flat = faults.list_items == "flat"
+        return JSONResponse(_envelope(faults.list_shape, request, items, page, per_page, flat))
 
     @app.get("/V1/documents/{document_id}")
     async def get_document(document_id: str, request: Request) -> JSONResponse:
@@ -266,7 +322,7 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
         target = docs.as_int(body.get("document_status")) if isinstance(body, dict) else None
         if target not in (1, 2):
             return error(400, 'document_status must be "1" or "2"')
-        if not state.update_status(document, target):
+        if state.update_status(document, target) == "refused":
             return error(400, "Cannot update a signed document")
         schedule_validation(document["document_id"])
         return JSONResponse(document)
@@ -339,22 +395,75 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
         if not isinstance(body, dict):
             return error(400, "Request body must be a JSON object")
         outcome = body.get("outcome")
-        if outcome is not None and outcome not in (2, 3, 4, 5):
+        if outcome is not None and (isinstance(outcome, bool) or outcome not in (2, 3, 4, 5)):
             return error(400, "outcome must be 2, 3, 4, 5 or null")
         wanted = body.get("document_ids")
         ids = sorted(state.validating) if wanted is None else [docs.as_int(d) or -1 for d in wanted]
-        validated, callbacks = [], {"sent": 0, "failed": 0}
-        for document_id in ids:
-            payload = state.complete_validation(document_id, outcome)
-            if payload is None:
-                continue
-            validated.append(document_id)
-            for key, value in (await deliver(payload)).items():
-                callbacks[key] += value
-        return JSONResponse({"validated": validated, "callbacks": callbacks})
+        return JSONResponse(await complete_and_deliver(ids, outcome))
+
+    def clock_view() -> dict[str, Any]:
+        clock = state.clock
+        return {"now": clock(), "offset_seconds": clock.offset, "manual": clock.manual}
+
+    @app.get("/_sandbox/clock")
+    async def get_clock() -> dict[str, Any]:
+        return clock_view()
+
+    @app.post("/_sandbox/clock")
+    async def advance_clock(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or set(body) != {"advance_seconds"}:
+            return error(400, 'Request body must be {"advance_seconds": <seconds>}')
+        try:
+            state.clock.advance(body["advance_seconds"])
+        except ValueError as exc:
+            return error(400, str(exc))
+        completed = await complete_and_deliver(state.due_validations())
+        return JSONResponse({**clock_view(), **completed})
 
     @app.get("/_sandbox/documents")
     async def all_documents() -> list[dict[str, Any]]:
         return [doc for _, doc in sorted(state.documents.items())]
+
+    @app.post("/_sandbox/documents")
+    async def plant_document(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        try:
+            docs.validate_document(body, boleta_date=False)
+        except docs.ValidationError as exc:
+            return error(400, str(exc))
+        document = state.plant_document(body, _stamp(request))
+        schedule_validation(document["document_id"])
+        return JSONResponse(document, status_code=201)
+
+    async def _document_event(document_id: str, change: Any) -> JSONResponse:
+        """Apply ``change(id)`` (a state method returning a callback payload) and deliver the callback."""
+        key = docs.as_int(document_id)
+        if key is None or key not in state.documents:
+            return error(404, "Document not found")
+        try:
+            payload = change(key)
+        except ValueError as exc:
+            return error(400, str(exc))
+        callbacks = await deliver(payload)
+        return JSONResponse({"document": state.documents[key], "callbacks": callbacks})
+
+    @app.post("/_sandbox/cancellations/{document_id}")
+    async def complete_cancellation(document_id: str, request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            return error(400, "Request body must be a JSON object")
+        return await _document_event(
+            document_id, lambda k: state.complete_cancellation(k, body.get("outcome"))
+        )
+
+    @app.post("/_sandbox/counterparty/{document_id}")
+    async def set_counterparty(document_id: str, request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            return error(400, "Request body must be a JSON object")
+        return await _document_event(
+            document_id, lambda k: state.set_counterparty_status(k, body.get("status"))
+        )
 
     return app

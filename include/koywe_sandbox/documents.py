@@ -1,4 +1,4 @@
-"""Koywe document rules of the sandbox: validation, tax bureau codes, folios, filters.
+"""Koywe document rules of the sandbox: validation, tax bureau codes, folios, filters, list items.
 
 Everything here is pure (no I/O, no awaits) so that callers can run it atomically on the event loop.
 """
@@ -45,6 +45,34 @@ DOCUMENT_TYPES: dict[int, tuple[int, str]] = {
 PERU_SERIES = {96: "F001", 97: "B001", 98: "FC01", 99: "FD01", 100: "T001", 109: "R001"}
 PERU_BOLETA = 97
 LIMA = timezone(timedelta(hours=-5))
+#: ``result.error_message`` of a document generated but not sent to the tax bureau (``result.status`` 2;
+#: API_NOTES "Errors", Peru's ``Error 1033``).
+RESULT_2_MESSAGE = (
+    "Error 1033: El comprobante fue generado pero no pudo ser enviado a la entidad tributaria (sandbox)"
+)
+#: Fields of a flat ``GET /documents`` item, in the order of the OpenAPI ``SimplifiedDocument`` schema,
+#: with the JSON type that schema gives each one (``references`` is a sandbox addition, see list_item).
+LIST_ITEM_FIELDS: dict[str, str] = {
+    "document_id": "string",
+    "account_id": "integer",
+    "taxbureau_sending_status": "string",
+    "taxbureau_validation_status": "string",
+    "issue_date": "string",
+    "document_number": "string",
+    "document_type_id": "string",
+    "issuer_tax_id_code": "string",
+    "issuer_tax_id_type": "string",
+    "receiver_legal_name": "string",
+    "receiver_tax_id_code": "string",
+    "receiver_tax_id_type": "string",
+    "document_status": "number",
+    "currency_id": "number",
+    "received_issued_flag": "number",
+    "net_amount": "string",
+    "taxes_amount": "string",
+    "total_amount": "string",
+    "document_type_taxbureau": "string",
+}
 
 
 class ValidationError(ValueError):
@@ -81,13 +109,14 @@ def _require(obj: dict[str, Any], key: str, prefix: str) -> Any:
     return value
 
 
-def validate_document(body: Any, today: date | None = None) -> int:
+def validate_document(body: Any, today: date | None = None, boleta_date: bool = True) -> int:
     """Validate a ``POST /documents`` body; returns the document type id. Raises ValidationError.
 
     Checks: header.account_id, header.document_type_id (int or numeric string), header.issue_date
     (YYYY-MM-DD), header.currency_id; non-empty details each with quantity, unit_price and
     total_amount_line; totals.net_amount and totals.total_amount with net + taxes == total (+-0.01);
-    a Peru boleta (type 97) must carry today's date (local or Lima date accepted).
+    a Peru boleta (type 97) must carry today's date (local or Lima date accepted) unless
+    ``boleta_date`` is false (planted documents may be old).
     """
     if not isinstance(body, dict):
         raise ValidationError("Request body must be a JSON object")
@@ -128,7 +157,7 @@ def validate_document(body: Any, today: date | None = None) -> int:
     taxes = Decimal(0) if taxes_raw in (None, "") else _decimal(taxes_raw, "totals.taxes_amount")
     if abs(net + taxes - total) > Decimal("0.01"):
         raise ValidationError("totals.total_amount must equal totals.net_amount + totals.taxes_amount")
-    if type_id == PERU_BOLETA:
+    if type_id == PERU_BOLETA and boleta_date:
         allowed = {today} if today else {date.today(), datetime.now(LIMA).date()}
         if parsed_date not in allowed:
             raise ValidationError("header.issue_date of a Peru boleta must be today's date")
@@ -225,3 +254,44 @@ def matches(document: dict[str, Any], filters: dict[str, str]) -> bool:
             continue
         return True
     return False
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: Any) -> Any:
+    number = as_int(value)
+    if number is not None:
+        return number
+    try:
+        return float(value) if isinstance(value, str) and value.strip() else value
+    except ValueError:
+        return value
+
+
+def list_item(document: dict[str, Any]) -> dict[str, Any]:
+    """The flat ``GET /documents`` item of a stored document (``list_items: "flat"``).
+
+    Every field of the OpenAPI ``SimplifiedDocument`` (:data:`LIST_ITEM_FIELDS`), flattened out of
+    ``header`` and ``totals`` and typed as that schema says: ids, statuses, the folio and amounts as
+    strings (``"1000"``, ``"3"``, ``"F001-00000001"``, ``"1190"``), ``account_id`` an integer,
+    ``currency_id`` and ``received_issued_flag`` numbers; a field the document lacks is ``null``.
+    ``document_status`` is the top-level one (the document's life: 0 draft, 1 issued, 2 cancelled), not
+    ``header.document_status`` (the counterparty's view), which a flat item does not carry. The sandbox
+    adds ``references`` (the document's ``references[]``, ``[]`` when none), which the schema omits.
+    """
+    header = document.get("header") or {}
+    totals = document.get("totals") or {}
+    values: dict[str, Any] = {
+        **{key: header.get(key) for key in LIST_ITEM_FIELDS},
+        **{key: totals.get(key) for key in ("net_amount", "taxes_amount", "total_amount")},
+        "document_id": document.get("document_id"),
+        "document_status": document.get("document_status"),
+    }
+    item: dict[str, Any] = {}
+    for key, kind in LIST_ITEM_FIELDS.items():
+        value = values[key]
+        item[key] = _text(value) if kind == "string" else (None if value is None else _number(value))
+    item["references"] = list(document.get("references") or [])
+    return item

@@ -14,9 +14,32 @@ Fault keys (identical on the command line, as ``--key-with-dashes``, and in ``PO
   ``GET /_sandbox/faults`` always shows ``false``.
 - ``revoke_after_documents`` (int or null): revoke all tokens once that many documents have been created
   in total (fires once per setting / reset).
+- ``no_document_id_rate`` (0..1, ``POST /V1/documents`` only): the document is NOT created and the answer
+  is a 2xx without ``document_id``; its shape is ``no_document_id_body``: ``"empty"`` → ``201 {}``,
+  ``"error"`` (default) → ``200 {"error": "Internal processing error"}`` (API_NOTES "Errors": a 2xx is not
+  success by itself).
+- ``result_status_2_rate`` (0..1, ``POST /V1/documents`` only, not drafts): the document IS created (id,
+  folio, listed, found by reference) but answers ``result {"status": 2, "error_message": "Error 1033: …"}``
+  ("generated but could not be sent to the tax bureau", API_NOTES "Errors") with
+  ``taxbureau_sending_status`` 0 and ``taxbureau_validation_status`` 0 in every country; it is then in
+  process like a Chile document: ``POST /_sandbox/validate``, the validation delay or a clock advance
+  finish it (final status from the validation outcomes, 3 by default; sending status 1, or 201 for 2).
+  ``result`` keeps the creation answer afterwards.
+- ``list_shape`` (``"hal"`` default | ``"flat"`` | ``"data"``; on the command line ``--list-envelope``, alias
+  ``--list-shape``): envelope of
+  ``GET /V1/documents``: HAL ``{_embedded: {documents}, _links, page_count, total_items, page, page_size}``,
+  OpenAPI ``{documents, page_count, total_items, page, page_size}`` or seed ``000_…``
+  ``{data, pagination: {total, per_page, current_page}}``.
+- ``list_items`` (``"full"`` default | ``"flat"``): list items are whole ``Document`` objects, or the
+  OpenAPI ``SimplifiedDocument`` (see :func:`koywe_sandbox.documents.list_item`).
 
-Extra run-time keys accepted by ``POST /_sandbox/faults``: ``rate_limit`` (requests/s, 0 = off) and
-``seed`` (int or null, re-seeds the fault random generator).
+The document-outcome keys (``no_document_id_*``, ``result_status_2_rate``, ``list_shape``, ``list_items``,
+:data:`SCENARIO_KEYS`) go back to their start-up values on ``POST /_sandbox/reset``; the transport keys
+above them persist across resets.
+
+Extra run-time keys accepted by ``POST /_sandbox/faults``: ``rate_limit`` (requests/s, 0 = off),
+``seed`` (int or null, re-seeds the fault random generator) and ``cancel_pending_acceptance`` (bool, the
+validation setting of the same name, see ``POST /_sandbox/validation``).
 """
 
 from __future__ import annotations
@@ -36,6 +59,29 @@ FAULT_KEYS = (
     "slow_response_ms",
     "revoke_tokens",
     "revoke_after_documents",
+    "no_document_id_rate",
+    "no_document_id_body",
+    "result_status_2_rate",
+    "list_shape",
+    "list_items",
+)
+#: Keys restored to their start-up values by ``POST /_sandbox/reset``.
+SCENARIO_KEYS = (
+    "no_document_id_rate",
+    "no_document_id_body",
+    "result_status_2_rate",
+    "list_shape",
+    "list_items",
+)
+LIST_SHAPES = ("hal", "flat", "data")
+LIST_ITEMS = ("full", "flat")
+NO_DOCUMENT_ID_BODIES = ("empty", "error")
+RATE_KEYS = (
+    "error_5xx_rate",
+    "lost_response_rate",
+    "slow_response_rate",
+    "no_document_id_rate",
+    "result_status_2_rate",
 )
 
 
@@ -55,6 +101,11 @@ class FaultSettings:
     slow_response_ms: float = 0.0
     revoke_tokens: bool = False
     revoke_after_documents: int | None = None
+    no_document_id_rate: float = 0.0
+    no_document_id_body: str = "error"
+    result_status_2_rate: float = 0.0
+    list_shape: str = "hal"
+    list_items: str = "full"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready copy of the settings."""
@@ -106,8 +157,17 @@ def _int(key: str, value: Any, minimum: int) -> int:
 
 
 def _parse(key: str, value: Any) -> Any:
-    if key in ("error_5xx_rate", "lost_response_rate", "slow_response_rate"):
+    if key in RATE_KEYS:
         return _rate(key, value)
+    choices = {
+        "no_document_id_body": NO_DOCUMENT_ID_BODIES,
+        "list_shape": LIST_SHAPES,
+        "list_items": LIST_ITEMS,
+    }
+    if key in choices:
+        if value not in choices[key]:
+            raise FaultError(f"{key} must be one of {', '.join(choices[key])}")
+        return value
     if key in ("latency_ms", "slow_response_ms"):
         return _number(key, value)
     if key == "revoke_tokens":
@@ -133,6 +193,7 @@ class TokenBucket:
     """Token bucket: ``rate`` tokens per second, capacity ``max(1, rate)``; ``rate <= 0`` disables it."""
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: monotonic seconds (the sandbox passes its :class:`~koywe_sandbox.clock.SandboxClock`)."""
         self.rate = float(rate)
         self.capacity = max(1.0, self.rate)
         self.tokens = self.capacity

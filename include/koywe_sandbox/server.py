@@ -16,6 +16,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .app import TRANSPORT_STATE_KEY, create_app
+from .faults import FaultSettings
 from .state import SandboxConfig
 
 logger = logging.getLogger("koywe_sandbox")
@@ -48,12 +49,15 @@ def build_server(config: SandboxConfig) -> uvicorn.Server:
 
 def serve(config: SandboxConfig) -> None:
     """Log one start-up line (no secrets) and serve until interrupted."""
-    faults = {k: v for k, v in config.faults.as_dict().items() if v not in (None, 0, 0.0, False)}
+    defaults = FaultSettings().as_dict()
+    faults = {k: v for k, v in config.faults.as_dict().items() if v != defaults[k] and k != "list_shape"}
     logger.warning(
-        "Koywe sandbox on http://%s:%d/V1 (envelope=%s, token_ttl=%ss, rate_limit=%s/s, seed=%s, faults=%s)",
+        "Koywe sandbox on http://%s:%d/V1 (envelope=%s, clock=%s, token_ttl=%ss, rate_limit=%s/s, seed=%s, "
+        "faults=%s)",
         config.host,
         config.port,
         config.list_envelope,
+        "manual" if config.manual_clock else "monotonic",
         config.token_ttl,
         config.rate_limit,
         config.seed,

@@ -5,6 +5,10 @@ Example::
     with run_sandbox(rate_limit=5, seed=1, burst_429={"every": 10, "length": 2, "retry_after": 1}) as sb:
         requests.post(f"{sb.base_url}/auth", json={"grant_type": "password", **sb.credentials})
         assert sb.stats()["auth_calls"] == 1
+
+:class:`SandboxProcess` wraps every ``/_sandbox`` admin endpoint (see ``koywe_sandbox.app``); each helper
+raises ``httpx.HTTPStatusError`` on a 4xx/5xx answer. :func:`wait_for` polls a condition with a deadline:
+use it (or ``manual_clock=True`` plus :meth:`SandboxProcess.advance_clock`) instead of sleeping.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -30,6 +34,7 @@ DEFAULT_CREDENTIALS = {
     "password": "sandbox-password",
 }
 START_TIMEOUT_S = 20.0
+T = TypeVar("T")
 
 
 class SandboxStartError(RuntimeError):
@@ -76,17 +81,73 @@ class SandboxProcess:
         return self._admin("GET", "faults")
 
     def set_validation(self, **settings: Any) -> dict[str, Any]:
-        """``POST /_sandbox/validation`` (``delay_seconds``, ``outcomes``); returns the current settings."""
+        """``POST /_sandbox/validation`` with any of ``delay_seconds`` (float|None), ``outcomes``
+        (``{"3": p, …}``), ``reject_references`` (list of internal references, None = none) and
+        ``cancel_pending_acceptance`` (bool); returns the current settings plus ``in_process``."""
         return self._admin("POST", "validation", settings)
 
+    def validation(self) -> dict[str, Any]:
+        """``GET /_sandbox/validation``: the validation settings plus ``in_process`` (document ids)."""
+        return self._admin("GET", "validation")
+
+    def reject_references(self, *references: str) -> dict[str, Any]:
+        """Make the tax bureau reject (``taxbureau_validation_status`` 5) documents created from now on with
+        any of these internal references (``references[]`` code 5); no argument = reject none. Replaces the
+        previous list (``set_validation(reject_references=[...])``)."""
+        return self.set_validation(reject_references=[str(r) for r in references])
+
     def validate(self, document_ids: list[int] | None = None, outcome: int | None = None) -> dict[str, Any]:
-        """``POST /_sandbox/validate``: finish Chile validations now (all in process when ``document_ids``
+        """``POST /_sandbox/validate``: finish validations in process now (all of them when ``document_ids``
         is None), callbacks delivered before it returns; ``{"validated": [...], "callbacks": {...}}``."""
         return self._admin("POST", "validate", {"document_ids": document_ids, "outcome": outcome})
 
     def documents(self) -> list[dict[str, Any]]:
         """``GET /_sandbox/documents``: every stored document, ordered by document_id."""
         return self._admin("GET", "documents")
+
+    def plant_document(self, body: dict[str, Any], stamp: bool = False) -> dict[str, Any]:
+        """``POST /_sandbox/documents``: store ``body`` (a ``POST /V1/documents`` body, ``references[]``
+        included) as a document created out of band, bypassing auth, faults and rate limits; counted in
+        ``documents_planted`` only. Returns the stored document (with ``document_id``)."""
+        return self._admin("POST", "documents?generate_stamp=1" if stamp else "documents", body)
+
+    def complete_cancellation(self, document_id: int | str, outcome: str) -> dict[str, Any]:
+        """``POST /_sandbox/cancellations/{id}`` with ``outcome`` ``"accepted"`` (``document_status`` 2,
+        ``cancellation_status`` ``"cancelled"``) or ``"refused"`` (stays 1, ``"refused"``); the callback is
+        delivered before it returns ``{"document": {...}, "callbacks": {"sent", "failed"}}``."""
+        return self._admin("POST", f"cancellations/{document_id}", {"outcome": outcome})
+
+    def set_counterparty_status(self, document_id: int | str, status: int) -> dict[str, Any]:
+        """``POST /_sandbox/counterparty/{id}``: set ``header.document_status`` to 2 (sent to the
+        counterparty) or 3 (accepted by it); the top-level ``document_status`` is unchanged. The callback
+        is delivered before it returns ``{"document": {...}, "callbacks": {"sent", "failed"}}``."""
+        return self._admin("POST", f"counterparty/{document_id}", {"status": status})
+
+    def clock(self) -> dict[str, Any]:
+        """``GET /_sandbox/clock``: ``{"now": seconds, "offset_seconds": s, "manual": bool}``."""
+        return self._admin("GET", "clock")
+
+    def advance_clock(self, seconds: float) -> dict[str, Any]:
+        """``POST /_sandbox/clock``: move the sandbox clock forward by ``seconds`` (token expiry, token
+        bucket, validation delay, one-second window); validations that became due are finished and their
+        callbacks delivered before it returns the clock plus ``{"validated": [...], "callbacks": {...}}``."""
+        return self._admin("POST", "clock", {"advance_seconds": seconds})
+
+
+def wait_for(
+    condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.02, message: str = "condition"
+) -> T:
+    """Call ``condition`` until it returns a truthy value (returned) or ``timeout`` seconds pass (raises
+    ``TimeoutError`` naming ``message``). The deadline is generous by default: on a busy machine only the
+    waiting gets longer, the outcome does not change."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{message} did not hold within {timeout}s")
+        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -148,7 +209,8 @@ def run_sandbox(*, port: int | None = None, **options: Any) -> Iterator[SandboxP
     """Run ``python -m koywe_sandbox`` on 127.0.0.1 (a free port unless ``port`` is given) until exit.
 
     ``options`` are the command-line options with underscores (``rate_limit=5``, ``token_ttl=10``,
-    ``seed=1``, ``error_5xx_rate=0.1``, ``list_envelope="flat"``, ``burst_429={...}``...). Waits until
+    ``seed=1``, ``error_5xx_rate=0.1``, ``list_envelope="flat"``, ``list_items="flat"``, ``burst_429={...}``,
+    ``manual_clock=True``, ``reject_references=["tx-1"]``...). Waits until
     ``GET /_sandbox/stats`` answers (20 s), raising :class:`SandboxStartError` with the process's stderr
     if it dies; on exit terminates it (then kills it after 5 s).
     """

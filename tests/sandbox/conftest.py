@@ -1,13 +1,22 @@
-"""Fixtures for the sandbox tests: one shared sandbox process per module, reset before each test."""
+"""Fixtures for the sandbox tests: one shared sandbox process per module, reset before each test.
+
+``sandbox`` runs on the real monotonic clock, ``manual_sandbox`` on a frozen one (``--manual-clock``: time
+moves only with ``advance_clock``); ``callbacks`` is a local HTTP server recording webhook deliveries.
+"""
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import requests
+from sandbox_support import CallbackReceiver, get_token, session_for
 
 from koywe_sandbox.testing import SandboxProcess, run_sandbox
 
@@ -45,20 +54,63 @@ def sandbox_process() -> Iterator[SandboxProcess]:
         yield sb
 
 
+DEFAULT_VALIDATION = {"delay_seconds": None, "outcomes": {"3": 1}}
+
+
+def _clean(sb: SandboxProcess) -> SandboxProcess:
+    sb.reset()
+    sb.set_faults(**NO_FAULTS)
+    sb.set_validation(**DEFAULT_VALIDATION)
+    return sb
+
+
 @pytest.fixture
 def sandbox(sandbox_process: SandboxProcess) -> SandboxProcess:
-    """The module's sandbox, reset and without faults."""
-    sandbox_process.reset()
-    sandbox_process.set_faults(**NO_FAULTS)
-    return sandbox_process
+    """The module's sandbox, reset, without faults, validation only on demand."""
+    return _clean(sandbox_process)
 
 
-def get_token(sb: SandboxProcess) -> str:
-    response = requests.post(
-        f"{sb.base_url}/auth", json={"grant_type": "password", **sb.credentials}, timeout=5
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
+@pytest.fixture(scope="module")
+def manual_sandbox_process() -> Iterator[SandboxProcess]:
+    with run_sandbox(seed=1, manual_clock=True) as sb:
+        yield sb
+
+
+@pytest.fixture
+def manual_sandbox(manual_sandbox_process: SandboxProcess) -> SandboxProcess:
+    """The module's frozen-clock sandbox (``--manual-clock``), reset, without faults."""
+    return _clean(manual_sandbox_process)
+
+
+@pytest.fixture
+def callbacks() -> Iterator[CallbackReceiver]:
+    """A threaded HTTP server on a free port that answers 200 to every POST and records it."""
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            scheme, _, encoded = (self.headers.get("Authorization") or "").partition(" ")
+            user, _, password = (
+                base64.b64decode(encoded).decode().partition(":") if scheme == "Basic" else ("",) * 3
+            )
+            received.append({"path": self.path, "auth": (user, password), "body": json.loads(raw or b"null")})
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield CallbackReceiver(url=f"http://127.0.0.1:{server.server_address[1]}/koywe", received=received)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 @pytest.fixture
@@ -69,16 +121,15 @@ def token_for() -> Callable[[SandboxProcess], str]:
 @pytest.fixture
 def api(sandbox: SandboxProcess) -> Iterator[requests.Session]:
     """An authenticated session against the module sandbox (``api.base`` is its /V1 URL)."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {get_token(sandbox)}"
-    session.base = sandbox.base_url  # type: ignore[attr-defined]
+    session = session_for(sandbox)
     yield session
     session.close()
 
 
 @pytest.fixture
 def make_doc() -> Callable[..., dict[str, Any]]:
-    """``make_doc(type_id=2, account_id=423, issue_date=..., ref=None, **header)`` -> a valid document body."""
+    """``make_doc(type_id=2, ref=None, draft=False, **header)`` -> a valid document body (Chile factura by
+    default; ``ref`` adds the internal reference ``references[]`` entry with reference_code 5)."""
 
     def build(
         type_id: int | str = 2, ref: str | None = None, draft: bool = False, **header: Any

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import requests
 
@@ -60,15 +58,29 @@ def test_missing_or_unknown_token_is_401(sandbox, header):
 
 
 def test_expired_token_is_401():
-    with run_sandbox(token_ttl=1) as sb:
+    """Frozen sandbox clock: the token lives exactly ``token_ttl`` seconds of sandbox time, however slow
+    the machine is."""
+    with run_sandbox(token_ttl=1, manual_clock=True) as sb:
         token = requests.post(f"{sb.base_url}/auth", json={"grant_type": "password", **sb.credentials}).json()
         assert token["expires_in"] == 1
         headers = {"Authorization": f"Bearer {token['access_token']}"}
         assert requests.get(f"{sb.base_url}/documents", headers=headers).status_code == 200
-        time.sleep(1.1)
+        sb.advance_clock(0.999)
+        assert requests.get(f"{sb.base_url}/documents", headers=headers).status_code == 200
+        sb.advance_clock(0.001)  # expiry = issue time + ttl, and a token at its expiry is expired
         response = requests.get(f"{sb.base_url}/documents", headers=headers)
         assert response.status_code == 401
         assert response.json() == {"error": "Invalid or expired token"}
+
+
+def test_expired_token_on_the_real_clock(sandbox, token_for):
+    """Without a frozen clock, advancing the sandbox clock past the default 3600 s lifetime expires it."""
+    headers = {"Authorization": f"Bearer {token_for(sandbox)}"}
+    assert requests.get(f"{sandbox.base_url}/documents", headers=headers).status_code == 200
+    sandbox.advance_clock(3600)
+    assert requests.get(f"{sandbox.base_url}/documents", headers=headers).status_code == 401
+    fresh = {"Authorization": f"Bearer {token_for(sandbox)}"}
+    assert requests.get(f"{sandbox.base_url}/documents", headers=fresh).status_code == 200
 
 
 def test_custom_credentials_are_the_only_ones_accepted():

@@ -29,6 +29,16 @@ OPTIONS = [
     "--slow-response-ms",
     "--revoke-tokens",
     "--revoke-after-documents",
+    "--no-document-id-rate",
+    "--no-document-id-body",
+    "--result-status-2-rate",
+    "--list-shape",
+    "--list-items",
+    "--manual-clock",
+    "--validation-delay",
+    "--validation-outcomes",
+    "--reject-references",
+    "--cancel-pending-acceptance",
 ]
 
 
@@ -71,3 +81,40 @@ def test_run_sandbox_urls_and_shutdown():
         assert requests.get(f"{sb.url}/V1/nothing").json() == {"error": "Not found"}
         process = sb.process
     assert process.poll() is not None
+
+
+def test_document_outcome_options_are_start_up_values_restored_on_reset():
+    options = {
+        "no_document_id_rate": 0.25,
+        "no_document_id_body": "empty",
+        "result_status_2_rate": 0.5,
+        "list_shape": "flat",
+        "list_items": "flat",
+        "reject_references": ["r-1", "r-2"],
+        "cancel_pending_acceptance": True,
+        "manual_clock": True,
+    }
+    with run_sandbox(**options) as sb:
+        started = sb.faults()
+        expected = {k: v for k, v in options.items() if k not in ("reject_references", "manual_clock")}
+        assert {k: started[k] for k in expected} == expected
+        assert sb.validation()["reject_references"] == ["r-1", "r-2"]
+        assert sb.clock()["manual"] is True
+        sb.set_faults(
+            no_document_id_rate=0, list_shape="data", list_items="full", cancel_pending_acceptance=False
+        )
+        sb.set_validation(reject_references=None)
+        sb.advance_clock(5)
+        sb.reset()
+        assert sb.faults() == started
+        assert sb.validation()["reject_references"] == ["r-1", "r-2"]
+        assert sb.clock()["offset_seconds"] == 5  # the clock never goes back
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("no_document_id_body", "html"), ("result_status_2_rate", 2), ("reject_references", {"a": 1})],
+)
+def test_bad_outcome_options_refuse_to_start(option, value):
+    with pytest.raises(SandboxStartError, match=option.replace("_", "[-_]")), run_sandbox(**{option: value}):
+        pass

@@ -19,7 +19,8 @@ def test_create_returns_201_koywe_document(api, sandbox, make_doc):
         assert header[key] == value
     assert header["document_number"] == 1
     assert header["document_type_taxbureau"] == "33"
-    assert header["document_status"] == 1
+    assert doc["document_status"] == 1  # the document's life: issued
+    assert header["document_status"] == 1  # the counterparty's view: issued, not yet sent to it
     assert header["received_issued_flag"] == 1
     # Chile validation is asynchronous: sending 0, validation 1 (in process)
     assert (header["taxbureau_sending_status"], header["taxbureau_validation_status"]) == (0, 1)
@@ -167,18 +168,20 @@ def test_get_unknown_document_is_404(api):
         assert response.json() == {"error": "Document not found"}
 
 
-def test_put_issues_a_chile_draft(api, make_doc):
+def test_put_issues_a_chile_draft(api, sandbox, make_doc):
     doc = api.post(f"{api.base}/documents", json=make_doc(draft=True)).json()
-    assert doc["header"]["document_status"] == 0
+    assert (doc["document_status"], doc["header"]["document_status"]) == (0, 0)
+    assert sandbox.validation()["in_process"] == []  # a draft is not sent to the tax bureau
     url = f"{api.base}/documents/{doc['document_id']}"
     response = api.put(url, json={"document_status": "1"})
     assert response.status_code == 200
-    assert response.json()["header"]["document_status"] == 1
+    assert (response.json()["document_status"], response.json()["header"]["document_status"]) == (1, 1)
+    assert sandbox.validation()["in_process"] == [doc["document_id"]]  # now it is
     assert api.put(url, json={"document_status": 1}).status_code == 200  # idempotent
     refused = api.put(url, json={"document_status": "2"})  # Chile cannot be cancelled
     assert refused.status_code == 400
     assert refused.json() == {"error": "Cannot update a signed document"}
-    assert api.get(url).json()["header"]["document_status"] == 1
+    assert api.get(url).json()["document_status"] == 1
 
 
 def test_put_cancels_a_mexico_invoice(api, make_doc):
@@ -186,10 +189,13 @@ def test_put_cancels_a_mexico_invoice(api, make_doc):
     url = f"{api.base}/documents/{doc['document_id']}"
     cancelled = api.put(url, json={"document_status": "2"})
     assert cancelled.status_code == 200
-    assert cancelled.json()["header"]["document_status"] == 2
+    assert cancelled.json()["document_status"] == 2  # top level: the document's life
+    assert cancelled.json()["header"]["document_status"] == 1  # the counterparty's view is another field
+    assert "cancellation_status" not in cancelled.json()  # immediate cancellation: no pending state
     again = api.put(url, json={"document_status": 2})
     assert again.status_code == 200
-    assert again.json()["header"]["document_status"] == 2
+    assert again.json()["document_status"] == 2
+    assert api.get(url).json()["document_status"] == 2
     assert api.put(url, json={"document_status": "1"}).status_code == 400  # no way back
 
 

@@ -11,18 +11,16 @@ import pytest
 import requests
 
 from koywe_sandbox.state import STAT_KEYS
-from koywe_sandbox.testing import run_sandbox
+from koywe_sandbox.testing import run_sandbox, wait_for
 
 
 def _auth_headers(sb, token_for):
     return {"Authorization": f"Bearer {token_for(sb)}"}
 
 
-def _wait_idle(sb, timeout=5.0):
+def _wait_idle(sb, timeout=30.0):
     """Wait until no /V1 request is in flight (e.g. a slow response the client gave up on)."""
-    deadline = time.monotonic() + timeout
-    while sb.stats()["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: sb.stats()["in_flight"] == 0, timeout, message="no /V1 request in flight")
 
 
 def test_stats_have_every_counter(sandbox):
@@ -30,7 +28,8 @@ def test_stats_have_every_counter(sandbox):
 
 
 def test_token_bucket_429_with_retry_after():
-    with run_sandbox(rate_limit=2) as sb:
+    """Frozen clock: the bucket refills only when the test advances time, so the counts are exact."""
+    with run_sandbox(rate_limit=2, manual_clock=True) as sb:
         statuses, retry_after = [], []
         for _ in range(6):
             response = requests.get(f"{sb.base_url}/documents")  # no token: admitted calls answer 401
@@ -38,20 +37,29 @@ def test_token_bucket_429_with_retry_after():
             if response.status_code == 429:
                 assert response.json() == {"error": "Too many requests"}
                 retry_after.append(response.headers["Retry-After"])
-        assert statuses[:2] == [401, 401]  # burst = max(1, rate) = 2
-        assert statuses.count(429) >= 3
+        assert statuses == [401, 401, 429, 429, 429, 429]  # burst = max(1, rate) = 2
         assert set(retry_after) == {"1"}
-        assert sb.stats()["rate_limited"] == statuses.count(429)
-        time.sleep(0.6)  # 2 req/s: one token back after 0.5 s
+        assert sb.stats()["rate_limited"] == 4
+        sb.advance_clock(0.49)  # 2 req/s: one token back after 0.5 s, not before
+        assert requests.get(f"{sb.base_url}/documents").status_code == 429
+        sb.advance_clock(0.01)
         assert requests.get(f"{sb.base_url}/documents").status_code == 401
+        assert requests.get(f"{sb.base_url}/documents").status_code == 429
+        sb.advance_clock(60)  # a long pause refills only up to the capacity
+        assert [requests.get(f"{sb.base_url}/documents").status_code for _ in range(3)] == [401, 401, 429]
 
 
-def test_retry_after_is_rounded_up(sandbox):
-    sandbox.set_faults(rate_limit=0.5)
-    assert requests.get(f"{sandbox.base_url}/documents").status_code == 401
-    response = requests.get(f"{sandbox.base_url}/documents")
+def test_retry_after_is_rounded_up(manual_sandbox):
+    manual_sandbox.set_faults(rate_limit=0.5)
+    assert requests.get(f"{manual_sandbox.base_url}/documents").status_code == 401
+    response = requests.get(f"{manual_sandbox.base_url}/documents")
     assert response.status_code == 429
-    assert response.headers["Retry-After"] == "2"
+    assert response.headers["Retry-After"] == "2"  # 1 token at 0.5/s: 2 s
+    manual_sandbox.advance_clock(0.5)
+    response = requests.get(f"{manual_sandbox.base_url}/documents")
+    assert response.headers["Retry-After"] == "2"  # 1.5 s left, rounded up
+    manual_sandbox.advance_clock(1.4)
+    assert requests.get(f"{manual_sandbox.base_url}/documents").headers["Retry-After"] == "1"  # 0.1 s left
 
 
 def test_burst_429_from_the_command_line():
@@ -117,18 +125,19 @@ def test_lost_response_sends_zero_bytes(sandbox, token_for, make_doc):
 
 
 def test_slow_response_times_out_the_client_but_creates_the_document(sandbox, token_for, make_doc):
+    """The abandoned answer is delayed far longer (8 s) than anything else in the test takes."""
     headers = _auth_headers(sandbox, token_for)
-    sandbox.set_faults(slow_response_rate=1, slow_response_ms=1500)
+    sandbox.set_faults(slow_response_rate=1, slow_response_ms=8000)
     started = time.monotonic()
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.post(
-            f"{sandbox.base_url}/documents", json=make_doc(ref="slow-1"), headers=headers, timeout=(2, 0.3)
+            f"{sandbox.base_url}/documents", json=make_doc(ref="slow-1"), headers=headers, timeout=(5, 0.3)
         )
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 7.0  # the client gave up; it did not wait for the answer
     assert len(sandbox.documents()) == 1
     assert sandbox.stats()["slow_responses"] == 1
     sandbox.set_faults(slow_response_ms=200)
-    response = requests.post(f"{sandbox.base_url}/documents", json=make_doc(), headers=headers, timeout=5)
+    response = requests.post(f"{sandbox.base_url}/documents", json=make_doc(), headers=headers, timeout=30)
     assert response.status_code == 201  # a patient client still gets the answer
     assert sandbox.stats()["in_flight"] == 1  # the abandoned slow answer is still pending
     _wait_idle(sandbox)
@@ -147,14 +156,14 @@ def test_max_in_flight_with_concurrent_requests(sandbox, token_for):
     sandbox.reset()
     headers = _auth_headers(sandbox, token_for)
     assert sandbox.stats()["max_in_flight"] == 1
-    sandbox.set_faults(latency_ms=400)
+    sandbox.set_faults(latency_ms=2000)  # long enough for 8 started threads to overlap on a busy machine
     barrier = threading.Barrier(8)
     statuses: list[int] = []
 
     def call() -> None:
         barrier.wait()
         statuses.append(
-            requests.get(f"{sandbox.base_url}/documents", headers=headers, timeout=10).status_code
+            requests.get(f"{sandbox.base_url}/documents", headers=headers, timeout=60).status_code
         )
 
     threads = [threading.Thread(target=call) for _ in range(8)]

@@ -103,3 +103,116 @@ def test_reference_lookup_counts_as_lookup(api, sandbox, make_doc):
     assert lookup(5, "nope") == []
     stats = sandbox.stats()
     assert (stats["lookups"], stats["list_calls"]) == (4, 0)
+
+
+#: Properties of the OpenAPI ``SimplifiedDocument`` (the ``GET /documents`` item schema), in its order.
+SIMPLIFIED_DOCUMENT = [
+    "document_id",
+    "account_id",
+    "taxbureau_sending_status",
+    "taxbureau_validation_status",
+    "issue_date",
+    "document_number",
+    "document_type_id",
+    "issuer_tax_id_code",
+    "issuer_tax_id_type",
+    "receiver_legal_name",
+    "receiver_tax_id_code",
+    "receiver_tax_id_type",
+    "document_status",
+    "currency_id",
+    "received_issued_flag",
+    "net_amount",
+    "taxes_amount",
+    "total_amount",
+    "document_type_taxbureau",
+]
+
+
+@pytest.mark.parametrize("kind", ["hal", "flat", "data"])
+def test_list_shape_at_run_time_and_reset(api, sandbox, make_doc, kind):
+    for i in range(3):
+        api.post(f"{api.base}/documents", json=make_doc(ref=f"s{i}"))
+    assert sandbox.set_faults(list_shape=kind)["list_shape"] == kind
+    body = api.get(f"{api.base}/documents", params={"per_page": 2, "page": 2}).json()
+    assert [d["document_id"] for d in _items(kind, body)] == [1002]
+    expected_keys = {
+        "hal": {"_embedded", "_links", "page_count", "total_items", "page", "page_size"},
+        "flat": {"documents", "page_count", "total_items", "page", "page_size"},
+        "data": {"data", "pagination"},
+    }[kind]
+    assert set(body) == expected_keys
+    lookup = api.get(f"{api.base}/documents", params={"reference_code": 5, "reference_number": "s1"}).json()
+    assert [d["document_id"] for d in _items(kind, lookup)] == [1001]
+    sandbox.reset()
+    assert sandbox.faults()["list_shape"] == "hal"  # the start-up value
+
+
+def test_list_shape_start_up_value_comes_back_on_reset():
+    with run_sandbox(list_envelope="data") as sb:
+        assert sb.faults()["list_shape"] == "data"
+        sb.set_faults(list_shape="flat")
+        sb.reset()
+        assert sb.faults()["list_shape"] == "data"
+
+
+@pytest.mark.parametrize("kind", ["hal", "flat", "data"])
+def test_flat_list_items_follow_the_openapi_schema(api, sandbox, make_doc, kind):
+    chile = api.post(
+        f"{api.base}/documents", json=make_doc(ref="cl-1", issuer_tax_id_code="76000000-0")
+    ).json()
+    peru = api.post(f"{api.base}/documents", json=make_doc(type_id=96, currency_id=7, ref="pe-1")).json()
+    mexico = api.post(f"{api.base}/documents", json=make_doc(type_id=76, currency_id=31)).json()
+    api.put(f"{api.base}/documents/{mexico['document_id']}", json={"document_status": "2"})
+    sandbox.set_faults(list_shape=kind, list_items="flat")
+    items = _items(kind, api.get(f"{api.base}/documents").json())
+    assert [list(item) for item in items] == [[*SIMPLIFIED_DOCUMENT, "references"]] * 3
+    first, second, third = items
+    assert first == {
+        "document_id": str(chile["document_id"]),
+        "account_id": 423,
+        "taxbureau_sending_status": "0",
+        "taxbureau_validation_status": "1",
+        "issue_date": "2025-04-15",
+        "document_number": "1",
+        "document_type_id": "2",
+        "issuer_tax_id_code": "76000000-0",
+        "issuer_tax_id_type": None,
+        "receiver_legal_name": "Cliente Demo",
+        "receiver_tax_id_code": "76086428-5",
+        "receiver_tax_id_type": None,
+        "document_status": 1,
+        "currency_id": 39,
+        "received_issued_flag": 1,
+        "net_amount": "1000",
+        "taxes_amount": "190",
+        "total_amount": "1190",
+        "document_type_taxbureau": "33",
+        "references": chile["references"],
+    }
+    assert (second["document_number"], second["document_type_taxbureau"]) == ("F001-00000001", "01")
+    assert (second["taxbureau_sending_status"], second["taxbureau_validation_status"]) == ("1", "3")
+    assert second["references"] == peru["references"]
+    assert third["document_status"] == 2  # the top-level (life) status: cancelled
+    assert third["references"] == []
+    assert not any("header" in item or "totals" in item for item in items)
+
+
+def test_flat_list_items_with_filters_lookup_and_reset(api, sandbox, make_doc):
+    api.post(f"{api.base}/documents", json=make_doc(ref="f-1"))
+    api.post(f"{api.base}/documents", json=make_doc(type_id=37, ref="f-2"))
+    sandbox.set_faults(list_items="flat")
+    found = api.get(f"{api.base}/documents", params={"reference_code": 5, "reference_number": "f-2"}).json()
+    assert [(d["document_id"], d["document_type_id"]) for d in found["_embedded"]["documents"]] == [
+        ("1001", "37")
+    ]
+    typed = api.get(f"{api.base}/documents", params={"document_type_id": 2}).json()["_embedded"]["documents"]
+    assert [d["document_id"] for d in typed] == ["1000"]
+    assert api.get(f"{api.base}/documents/1000").json()["header"]  # GET by id still answers the Document
+    sandbox.reset()
+    assert sandbox.faults()["list_items"] == "full"
+
+
+def test_full_items_are_the_default(api, make_doc):
+    created = api.post(f"{api.base}/documents", json=make_doc()).json()
+    assert api.get(f"{api.base}/documents").json()["_embedded"]["documents"] == [created]
