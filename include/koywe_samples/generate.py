@@ -7,7 +7,8 @@ A line is one JSON object of the inbox format::
 The document has no ``header.issue_date`` (the pipeline stamps the run's issue date) and no
 ``references[]`` (the pipeline adds the internal reference, code 5, from ``reference``).
 
-Countries and documents (ids from Koywe's tables, ``API_NOTES.md``):
+Countries and documents (Koywe ids, currencies, precision, tax id types and Peru series from
+:mod:`koywe_provider.catalogue`; taxes, units and phone numbers are this generator's):
 
 * ``CL``: factura (2) / boleta (37), IVA 387 19 %, CLP (39), whole pesos, unit ``UN``;
 * ``PE``: factura (96, series F001) / boleta (97, B001), IGV 413 18 %, PEN (7), 2 dp, unit ``NIU``,
@@ -24,12 +25,14 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator, Sequence
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from stdnum.cl import rut
 from stdnum.co import nit
 from stdnum.mx import rfc
 from stdnum.pe import ruc
+
+from koywe_provider.catalogue import country_by_iso_code, currency, document_type
 
 __all__ = [
     "COUNTRIES",
@@ -42,13 +45,6 @@ __all__ = [
 COUNTRIES = ("CL", "PE", "CO", "MX")
 #: One sample Koywe account per country (Koywe demo account ids).
 DEFAULT_ACCOUNT_IDS = {"CL": 4201, "PE": 16268, "CO": 14540, "MX": 11857}
-
-_ONE = Decimal(1)
-_CENT = Decimal("0.01")
-
-
-def _money(value: Decimal, places: int) -> Decimal:
-    return value.quantize(_ONE if places == 0 else _CENT, rounding=ROUND_HALF_UP)
 
 
 def _num(value: Decimal) -> int | float:
@@ -299,103 +295,126 @@ _PRODUCTS = (
 # multiplier from the ranges above (roughly USD) to each currency
 _PRICE_FACTOR = {"CL": 950, "PE": Decimal("3.75"), "CO": 4000, "MX": Decimal("18.5")}
 
+
+def _sample_country(
+    iso_code: str,
+    types: tuple[int, ...],
+    *,
+    tax: int,
+    rate: int,
+    unit: str,
+    phone: tuple[tuple[str, ...], int],
+    suffixes: tuple[str, ...],
+) -> dict:
+    """What the generator draws for one country: Koywe ids, currency and company tax id type from
+    the catalogue; tax type and rate, unit, phone numbers (prefixes, E.164 length) and company
+    suffixes of its own."""
+    country = country_by_iso_code(iso_code)
+    for type_id in types:
+        if document_type(type_id).country_id != country.country_id:
+            raise ValueError(f"document type {type_id} is not issued in {country.name}")
+    if not all(prefix.startswith(country.phone_prefix) for prefix in phone[0]):
+        raise ValueError(f"phone prefixes {phone[0]} are not {country.name}'s {country.phone_prefix}")
+    money = currency(country.currency_id)
+    return {
+        "types": types,
+        "currency": money.currency_id,
+        "quantize": money.quantize,
+        "tax": tax,
+        "rate": rate,
+        "unit": unit,
+        "places": money.decimals,
+        "country_id": country.country_id,
+        "phone": phone,
+        "tax_id_type": country.tax_id_types[0],
+        "suffixes": suffixes,
+    }
+
+
 _COUNTRY = {
-    # document types, currency, tax type, rate, unit, places, country id, phone (prefixes, E.164 length)
-    "CL": {
-        "types": (2, 37),
-        "currency": 39,
-        "tax": 387,
-        "rate": 19,
-        "unit": "UN",
-        "places": 0,
-        "country_id": 253,
-        "phone": (("+56994", "+56995", "+56996", "+56998"), 12),
-        "tax_id_type": "CL-RUT",
-        "suffixes": ("SpA", "Ltda.", "S.A."),
-    },
-    "PE": {
-        "types": (96, 97),
-        "currency": 7,
-        "tax": 413,
-        "rate": 18,
-        "unit": "NIU",
-        "places": 2,
-        "country_id": 83,
-        "phone": (("+5194", "+5195", "+5196", "+5197", "+5198", "+5199"), 12),
-        "tax_id_type": "PE-RUC",
-        "suffixes": ("S.A.C.", "E.I.R.L.", "S.A."),
-    },
-    "CO": {
-        "types": (82,),
-        "currency": 28,
-        "tax": 388,
-        "rate": 19,
-        "unit": "UN",
-        "places": 0,
-        "country_id": 66,
-        "phone": (("+57300", "+57301", "+57310", "+57311", "+57315", "+57320", "+57321"), 13),
-        "tax_id_type": "CO-NIT",
-        "suffixes": ("S.A.S.", "Ltda.", "S.A."),
-    },
-    "MX": {
-        "types": (76,),
-        "currency": 31,
-        "tax": 362,
-        "rate": 16,
-        "unit": "UN",
-        "places": 2,
-        "country_id": 80,
-        "phone": (("+5255", "+5233", "+5281", "+52222", "+52442"), 13),
-        "tax_id_type": "MX-RFC",
-        "suffixes": ("S.A. de C.V.", "S. de R.L. de C.V.", "S.A.P.I. de C.V."),
-    },
+    "CL": _sample_country(
+        "CL",
+        (2, 37),
+        tax=387,
+        rate=19,
+        unit="UN",
+        phone=(("+56994", "+56995", "+56996", "+56998"), 12),
+        suffixes=("SpA", "Ltda.", "S.A."),
+    ),
+    "PE": _sample_country(
+        "PE",
+        (96, 97),
+        tax=413,
+        rate=18,
+        unit="NIU",
+        phone=(("+5194", "+5195", "+5196", "+5197", "+5198", "+5199"), 12),
+        suffixes=("S.A.C.", "E.I.R.L.", "S.A."),
+    ),
+    "CO": _sample_country(
+        "CO",
+        (82,),
+        tax=388,
+        rate=19,
+        unit="UN",
+        phone=(("+57300", "+57301", "+57310", "+57311", "+57315", "+57320", "+57321"), 13),
+        suffixes=("S.A.S.", "Ltda.", "S.A."),
+    ),
+    "MX": _sample_country(
+        "MX",
+        (76,),
+        tax=362,
+        rate=16,
+        unit="UN",
+        phone=(("+5255", "+5233", "+5281", "+52222", "+52442"), 13),
+        suffixes=("S.A. de C.V.", "S. de R.L. de C.V.", "S.A.P.I. de C.V."),
+    ),
 }
 
 # The issuer of each sample account (fixed: an account is one company). Valid check digits.
 _ISSUERS = {
     "CL": {
-        "issuer_tax_id_type": "CL-RUT",
+        "issuer_tax_id_type": _COUNTRY["CL"]["tax_id_type"],
         "issuer_tax_id_code": f"76543210-{rut.calc_check_digit('76543210')}",
         "issuer_legal_name": "Comercializadora Cordillera Sur SpA",
         "issuer_address": "Av. Apoquindo 4501, of. 1203",
         "issuer_district": "Las Condes",
         "issuer_city": "Santiago",
-        "issuer_country_id": 253,
+        "issuer_country_id": _COUNTRY["CL"]["country_id"],
         "issuer_phone": "+56223456789",
         "issuer_activity": "Venta al por mayor de artículos de oficina",
     },
     "PE": {
-        "issuer_tax_id_type": "PE-RUC",
+        "issuer_tax_id_type": _COUNTRY["PE"]["tax_id_type"],
         "issuer_tax_id_code": "2060123456" + ruc.calc_check_digit("2060123456"),
         "issuer_legal_name": "Distribuidora Andina del Pacífico S.A.C.",
         "issuer_address": "Av. Javier Prado Este 2465",
         "issuer_district": "San Borja",
         "issuer_city": "Lima",
         "issuer_department": "LIMA",
-        "issuer_country_id": 83,
+        "issuer_country_id": _COUNTRY["PE"]["country_id"],
         "issuer_phone": "+5116123456",
         "issuer_activity": "Venta al por mayor de otros productos",
         "issuer_postalcode": "15037",
     },
     "CO": {
-        "issuer_tax_id_type": "CO-NIT",
+        "issuer_tax_id_type": _COUNTRY["CO"]["tax_id_type"],
         "issuer_tax_id_code": f"901234567-{nit.calc_check_digit('901234567')}",
         "issuer_legal_name": "Soluciones Empresariales del Caribe S.A.S.",
         "issuer_address": "Carrera 11 # 93-45",
         "issuer_district": "Chicó",
         "issuer_city": "Bogotá",
-        "issuer_country_id": 66,
+        "issuer_country_id": _COUNTRY["CO"]["country_id"],
         "issuer_phone": "+576017654321",
         "issuer_activity": "4651",
         "issuer_postalcode": "110221",
     },
     "MX": {
-        "issuer_tax_id_type": "MX-RFC",
+        "issuer_tax_id_type": _COUNTRY["MX"]["tax_id_type"],
         "issuer_tax_id_code": "CBA150312PQ" + rfc.calc_check_digit("CBA150312PQ"),
         "issuer_legal_name": "Comercializadora del Bajío S.A. de C.V.",
         "issuer_address": "Blvd. Bernardo Quintana 4100",
         "issuer_city": "Querétaro",
-        "issuer_country_id": 80,
+        "issuer_country_id": _COUNTRY["MX"]["country_id"],
         "issuer_phone": "+524422345678",
         "issuer_activity": "601",
         "issuer_postalcode": "76090",
@@ -438,7 +457,8 @@ def _receiver(rng: random.Random, country: str, document_type_id: int) -> dict:
         address = f"{street} # {rng.randint(1, 140)}-{rng.randint(1, 99):02d}"
     else:
         address = f"{street} {rng.randint(10, 9999)}"
-    prefixes, length = _COUNTRY[country]["phone"]  # E.164: mobile/area prefixes, full length
+    spec = _COUNTRY[country]
+    prefixes, length = spec["phone"]  # E.164: mobile/area prefixes, full length
     prefix = rng.choice(prefixes)
     phone = (
         prefix
@@ -446,8 +466,9 @@ def _receiver(rng: random.Random, country: str, document_type_id: int) -> dict:
         + "".join(str(rng.randint(0, 9)) for _ in range(length - len(prefix) - 1))
     )
     receiver: dict = {"receiver_address": address, "receiver_city": city, "receiver_phone": phone}
+    consumer = document_type(document_type_id).kind == "receipt"
     if country == "CL":
-        if document_type_id == 37:  # boleta: a consumer
+        if consumer:  # boleta: a consumer
             name = _person_name(rng)
             receiver |= {
                 "receiver_tax_id_code": _rut(rng, company=False),
@@ -462,12 +483,12 @@ def _receiver(rng: random.Random, country: str, document_type_id: int) -> dict:
                 "receiver_activity": rng.choice(_ACTIVITIES),
             }
         receiver |= {
-            "receiver_tax_id_type": "CL-RUT",
+            "receiver_tax_id_type": spec["tax_id_type"],
             "receiver_district": district,
-            "receiver_country_id": 253,
+            "receiver_country_id": spec["country_id"],
         }
     elif country == "PE":
-        if document_type_id == 97:  # boleta: a consumer identified by DNI
+        if consumer:  # boleta: a consumer identified by DNI
             name = _person_name(rng)
             receiver |= {
                 "receiver_tax_id_type": "PE-DNI",
@@ -477,7 +498,7 @@ def _receiver(rng: random.Random, country: str, document_type_id: int) -> dict:
             }
         else:
             receiver |= {
-                "receiver_tax_id_type": "PE-RUC",
+                "receiver_tax_id_type": spec["tax_id_type"],
                 "receiver_tax_id_code": _ruc(rng),
                 "receiver_legal_name": _company_name(rng, country),
                 "receiver_activity": rng.choice(_ACTIVITIES),
@@ -486,31 +507,31 @@ def _receiver(rng: random.Random, country: str, document_type_id: int) -> dict:
             "receiver_district": district,
             "receiver_department": region.upper(),
             "receiver_postalcode": postal,
-            "receiver_country_id": 83,
+            "receiver_country_id": spec["country_id"],
         }
     elif country == "CO":
         receiver |= {
-            "receiver_tax_id_type": "CO-NIT",
+            "receiver_tax_id_type": spec["tax_id_type"],
             "receiver_tax_id_code": _nit(rng),
             "receiver_legal_name": _company_name(rng, country),
             "receiver_district": district,
             "receiver_county_id": region,
             "receiver_postalcode": postal,
             "receiver_activity": rng.choice(_ACTIVITIES),
-            "receiver_country_id": 66,
+            "receiver_country_id": spec["country_id"],
         }
     else:
         # CFDI 4.0: the receiver name as in the SAT record, upper case, without the company regime.
         name = f"{rng.choice(_NAME_HEADS)} {rng.choice(_NAME_TAILS)}"
         words = [w for w in _ascii(name).upper().split() if w not in ("DE", "DEL", "LA", "LOS", "LAS", "EL")]
         receiver |= {
-            "receiver_tax_id_type": "MX-RFC",
+            "receiver_tax_id_type": spec["tax_id_type"],
             "receiver_tax_id_code": _rfc(rng, "".join(w[0] for w in words)),
             "receiver_legal_name": name.upper(),
             "receiver_district": district,
             "receiver_postalcode": postal,
             "receiver_activity": "601",
-            "receiver_country_id": 80,
+            "receiver_country_id": spec["country_id"],
         }
     return receiver
 
@@ -521,12 +542,13 @@ _CONSUMER_PRODUCTS = tuple(p for p in _PRODUCTS if p[2] <= 120)
 def _details(rng: random.Random, country: str, consumer: bool) -> tuple[list[dict], Decimal, Decimal]:
     spec = _COUNTRY[country]
     places, rate, factor = spec["places"], Decimal(spec["rate"]), Decimal(_PRICE_FACTOR[country])
+    money = spec["quantize"]  # half-up to the currency's places
     details: list[dict] = []
     net_total = tax_total = Decimal(0)
     products = _CONSUMER_PRODUCTS if consumer else _PRODUCTS
     for description, low, high in rng.sample(products, rng.randint(1, 4)):
         base = Decimal(rng.randint(low * 100, high * 100)) / 100 * factor
-        price = _money(base, places) if places == 0 else _money(base, 2)
+        price = money(base)
         if places == 0:  # whole pesos ending in 0 or 90, as shops price them
             price = max(Decimal(10), (price // 10) * 10)
         quantity = rng.choice((1, 1, 1, 2, 3) if consumer else (1, 1, 2, 2, 3, 5, 10, 12))
@@ -543,12 +565,12 @@ def _details(rng: random.Random, country: str, consumer: bool) -> tuple[list[dic
             line["modifier_percentage"] = int(pct)
             net = net * (1 + pct / 100)
         elif roll < 0.18:  # fixed discount
-            discount = _money(net * Decimal("0.03"), places)
+            discount = money(net * Decimal("0.03"))
             if discount > 0:
                 line["modifier_amount"] = _num(-discount)
                 net -= discount
-        net = _money(net, places)
-        tax = _money(net * rate / 100, places)
+        net = money(net)
+        tax = money(net * rate / 100)
         line |= {
             "total_taxes": _num(tax),
             "total_amount_line": _num(net + tax),
@@ -563,13 +585,14 @@ def _details(rng: random.Random, country: str, consumer: bool) -> tuple[list[dic
 def _document(rng: random.Random, country: str, account_id: int) -> dict:
     spec = _COUNTRY[country]
     document_type_id = rng.choice(spec["types"])
+    kind = document_type(document_type_id)
     header: dict = {"account_id": account_id, "document_type_id": document_type_id}
-    if country == "PE":
-        header["document_sequence_code"] = "F001" if document_type_id == 96 else "B001"
+    if kind.series_prefix:  # Peru: F001 facturas, B001 boletas
+        header["document_sequence_code"] = f"{kind.series_prefix}001"
     header |= _ISSUERS[country]
     header |= _receiver(rng, country, document_type_id)
     header |= {
-        "payment_conditions": rng.choice(("0", "0", "30")) if document_type_id in (2, 96, 82, 76) else "0",
+        "payment_conditions": rng.choice(("0", "0", "30")) if kind.kind == "invoice" else "0",
         "currency_id": spec["currency"],
     }
     if country == "PE":
@@ -581,7 +604,7 @@ def _document(rng: random.Random, country: str, account_id: int) -> dict:
                 "reported_payment_code": rng.choice(("01", "03", "04", "28")),
             }
         }
-    details, net, tax = _details(rng, country, consumer=document_type_id in (37, 97))
+    details, net, tax = _details(rng, country, consumer=kind.kind == "receipt")
     return {
         "header": header,
         "details": details,
@@ -675,7 +698,7 @@ def generate_invalid_lines(seed: int = 0, *, reference_prefix: str = "INV") -> l
 
     line = make("CL", 4)
     header = line["document"]["header"]
-    while header["document_type_id"] != 2:
+    while document_type(header["document_type_id"]).kind != "invoice":  # a factura, not a boleta
         line = make("CL", 4)
         header = line["document"]["header"]
     body, dv = header["receiver_tax_id_code"].split("-")

@@ -13,6 +13,7 @@ from koywe_provider.exceptions import DocumentValidationError
 from koywe_provider.models import (
     KoyweDocument,
     arithmetic_errors,
+    currency_places,
     internal_reference,
     internal_reference_number,
     is_internal_reference,
@@ -325,7 +326,23 @@ def test_exempt_lines_and_missing_line_totals() -> None:
         ],
         "totals": {"net_amount": 56, "taxes_amount": 1.98, "total_amount": 57.98},
     }
-    validate_document(payload)
+    document = validate_document(payload)
+    exempt, taxed = document.details
+    assert exempt.taxes == [] and exempt.total_taxes is None and exempt.total_amount_line is None
+    assert taxed.total_taxes is None and taxed.total_amount_line is None
+    assert arithmetic_errors(payload) == []
+
+    # The exempt line counts in the net (45 + 11) and adds no tax; a line without total_taxes counts
+    # the sum of its taxes[], which are still checked against its net.
+    wrong_net = copy.deepcopy(payload)
+    wrong_net["totals"].update(net_amount=57, total_amount=58.98)
+    assert _errors(wrong_net) == [("totals.net_amount", "57 != sum of line nets 45 + 11 = 56")]
+    wrong_taxes = copy.deepcopy(payload)
+    wrong_taxes["totals"].update(taxes_amount=2.98, total_amount=58.98)
+    assert _errors(wrong_taxes) == [("totals.taxes_amount", "2.98 != sum of details[].total_taxes 1.98")]
+    wrong_line_tax = copy.deepcopy(payload)
+    wrong_line_tax["details"][1]["taxes"][0]["tax_amount"] = 2.98
+    assert ("details.1.taxes.0.tax_amount", "2.98 != net 11 × 18% = 1.98") in _errors(wrong_line_tax)
 
 
 def test_global_discount_and_gross_values() -> None:
@@ -350,13 +367,28 @@ def test_global_discount_and_gross_values() -> None:
 
 
 def test_missing_currency_uses_country_precision() -> None:
+    assert currency_places(None, 2) == 0 and currency_places(None, 96) == 2
     payload = _chile()
     del payload["header"]["currency_id"]
-    payload["details"][0]["taxes"][0]["tax_amount"] = 7405  # within 1 peso
+    # IVA of 38970 is 7404.30: 7405 is 0.70 off, accepted only with whole-peso tolerance (CLP).
+    payload["details"][0]["taxes"][0]["tax_amount"] = 7405
     payload["details"][0]["total_taxes"] = 7405
     payload["details"][0]["total_amount_line"] = 46375
     payload["totals"].update(taxes_amount=7405, total_amount=46375)
-    validate_document(payload)
+    document = validate_document(payload)
+    assert document.header.currency_id is None
+    assert arithmetic_errors(payload) == []
+    payload["details"][0]["total_amount_line"] = 46377  # 2 pesos off: beyond one unit
+    assert _errors(payload) == [("details.0.total_amount_line", "46377 != net 38970 + taxes 7405 = 46375")]
+
+    # A Peru factura without currency keeps cents: 0.02 off the total is an error.
+    peru = _peru()
+    del peru["header"]["currency_id"]
+    validate_document(peru)
+    peru["totals"]["total_amount"] = 360.98
+    assert _errors(peru) == [
+        ("totals.total_amount", "360.98 != net_amount 305.9 + taxes_amount 55.06 = 360.96")
+    ]
 
 
 def test_model_validate_raises_pydantic_error_and_arithmetic_on_raw_payload() -> None:

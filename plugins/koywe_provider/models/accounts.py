@@ -40,6 +40,7 @@ from typing import Any, Literal
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 
+from koywe_provider import catalogue
 from koywe_provider.models.taxids import validate_tax_id
 
 __all__ = [
@@ -58,12 +59,13 @@ __all__ = [
 class Country(IntEnum):
     """Koywe ``country_id`` values accepted by ``POST /accounts`` (seed ``003_…``)."""
 
-    CHILE = 253
-    COLOMBIA = 66
-    MEXICO = 80
-    PERU = 83
-    UNITED_STATES = 89
-    ARGENTINA = 88
+    # The catalogue's ids; tests/models/test_catalogue.py checks that no country is missing here.
+    CHILE = catalogue.CHILE
+    COLOMBIA = catalogue.COLOMBIA
+    MEXICO = catalogue.MEXICO
+    PERU = catalogue.PERU
+    UNITED_STATES = catalogue.UNITED_STATES
+    ARGENTINA = catalogue.ARGENTINA
 
 
 @dataclass(frozen=True)
@@ -76,14 +78,26 @@ class CountryRules:
     tax_id_example: str
 
 
-COUNTRIES: dict[int, CountryRules] = {
-    Country.CHILE: CountryRules("Chile", "CL", ("CL-RUT",), "76086428-5"),
-    Country.COLOMBIA: CountryRules("Colombia", "CO", ("CO-NIT",), "900123456-8"),
-    Country.MEXICO: CountryRules("Mexico", "MX", ("MX-RFC",), "EKU9003199C1 (12 or 13 characters)"),
-    Country.PERU: CountryRules("Peru", "PE", ("PE-RUC",), "20100047218 (11 digits, 10/15/17/20…)"),
-    Country.UNITED_STATES: CountryRules("United States", "US", ("US-EIN", "US-SSN"), "12-3456789"),
-    Country.ARGENTINA: CountryRules("Argentina", "AR", ("AR-CUIT",), "20-26756539-3 (11 digits)"),
+# What an error message shows as a valid registration_tax_id_code of the country.
+_TAX_ID_EXAMPLES = {
+    Country.CHILE: "76086428-5",
+    Country.COLOMBIA: "900123456-8",
+    Country.MEXICO: "EKU9003199C1 (12 or 13 characters)",
+    Country.PERU: "20100047218 (11 digits, 10/15/17/20…)",
+    Country.UNITED_STATES: "12-3456789",
+    Country.ARGENTINA: "20-26756539-3 (11 digits)",
 }
+
+#: The account rules of every Koywe country: name, phone region and registration tax id types from
+#: :mod:`koywe_provider.catalogue`, in its order.
+COUNTRIES: dict[int, CountryRules] = {
+    Country(c.country_id): CountryRules(
+        c.name, c.iso_code, c.account_tax_id_types, _TAX_ID_EXAMPLES[Country(c.country_id)]
+    )
+    for c in catalogue.COUNTRIES.values()
+}
+#: Every ``registration_tax_id_type`` ``POST /accounts`` accepts (seed ``003_…``), in country order.
+_ACCOUNT_TAX_ID_TYPES = tuple(kind for rules in COUNTRIES.values() for kind in rules.tax_id_types)
 
 #: Fields that are secrets: never in a DAG run conf, an XCom, a rendered template or a log.
 ACCOUNT_SECRET_FIELDS = (
@@ -175,7 +189,8 @@ class KoyweAccount(BaseModel):
     admin_password: str = Field(min_length=8, repr=False)
     registration_legal_name_company: str = Field(min_length=1, max_length=300)
     registration_tax_id_code: str = Field(min_length=1)
-    registration_tax_id_type: Literal["CL-RUT", "CO-NIT", "MX-RFC", "PE-RUC", "US-EIN", "US-SSN", "AR-CUIT"]
+    # Literal[a_tuple] is Literal["CL-RUT", "CO-NIT", …] at run time (what pydantic reads).
+    registration_tax_id_type: Literal[_ACCOUNT_TAX_ID_TYPES]  # type: ignore[valid-type]
     registration_company_size: Literal["1", "2", "3", "4"]
     registration_terms_of_use: Literal[1]
     registration_type_use: Literal[1]
@@ -209,7 +224,7 @@ class KoyweAccount(BaseModel):
 # ------------------------------------------------------------------------------------- messages
 _FIX = {
     "country_id": "use one of " + ", ".join(f"{int(c)} ({r.name})" for c, r in COUNTRIES.items()),
-    "registration_tax_id_type": "use CL-RUT, CO-NIT, MX-RFC, PE-RUC, US-EIN, US-SSN or AR-CUIT",
+    "registration_tax_id_type": f"use {', '.join(_ACCOUNT_TAX_ID_TYPES[:-1])} or {_ACCOUNT_TAX_ID_TYPES[-1]}",
     "registration_company_size": 'use "1" micro, "2" small, "3" medium or "4" large',
     "registration_terms_of_use": "must be 1 (terms of use accepted)",
     "registration_type_use": "must be 1 (billing)",
@@ -345,7 +360,7 @@ def _check_key_pair(
 ) -> None:
     cer_field = "registration_additional_data.certificate_cer"
     key_field = "registration_additional_data.certificate_key"
-    authority = "SAT" if mexico else "ARCA"
+    authority = catalogue.country(Country.MEXICO if mexico else Country.ARGENTINA).tax_bureau
     cer = _decode(data, "certificate_cer", errors, f"{authority} certificate (.cer)")
     key_raw = _decode(data, "certificate_key", errors, f"{authority} private key (.key)")
     password = _password(data)

@@ -15,6 +15,9 @@ Conventions:
   ``*_country_id``, ``account_id``, ``tax_type_id``…) are ``int``.
 * ``reference_code`` is a ``str``: ``5`` → ``"5"``, ``"01"`` (Peru SUNAT motive) stays ``"01"``.
 * Unknown fields are kept (``extra="allow"``) and sent back by :meth:`KoyweDocument.to_payload`.
+* Reference tables (currencies and their precision, document types) live in
+  :mod:`koywe_provider.catalogue`; the internal transaction id reference (code 5) in
+  :mod:`koywe_provider.models.references`. Both are re-exported here for existing callers.
 
 Arithmetic rules (amounts compared with the currency's tolerance, see :func:`arithmetic_errors`)::
 
@@ -50,6 +53,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from koywe_provider.catalogue import CURRENCIES, currency_places
+from koywe_provider.models.references import (
+    INTERNAL_REFERENCE_CODE,
+    internal_reference,
+    internal_reference_number,
+    is_internal_reference,
+)
 from koywe_provider.models.taxids import is_known_tax_id_type, validate_tax_id
 
 __all__ = [
@@ -75,11 +85,8 @@ __all__ = [
 ]
 
 #: Currencies whose amounts are whole units (tolerance 1): 39 CLP, 28 COP. Others: 2 dp (0.01).
-WHOLE_UNIT_CURRENCIES = frozenset({39, 28})
-#: Koywe document types of Chile and Colombia, whose default currency (CLP, COP) is whole units.
-_WHOLE_UNIT_DOCUMENT_TYPES = frozenset({2, 16, 17, 31, 32, 37, 41, 54, 82, 83, 84, 87, 88})
-#: ``reference_code`` of a reference to a non-tax document: the internal transaction id.
-INTERNAL_REFERENCE_CODE = 5
+#: From :mod:`koywe_provider.catalogue`, like :func:`currency_places` (re-exported here).
+WHOLE_UNIT_CURRENCIES = frozenset(c.currency_id for c in CURRENCIES.values() if c.decimals == 0)
 
 _FIELDS_ERROR = "koywe_fields"
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -446,16 +453,6 @@ def _fmt(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def currency_places(currency_id: int | None, document_type_id: int | None = None) -> int:
-    """Decimal places of amounts in ``currency_id``: 0 for CLP (39) and COP (28), else 2.
-
-    Without a currency, Chilean and Colombian document types default to their whole-unit currency.
-    """
-    if currency_id is not None:
-        return 0 if currency_id in WHOLE_UNIT_CURRENCIES else 2
-    return 0 if document_type_id in _WHOLE_UNIT_DOCUMENT_TYPES else 2
-
-
 def _line_net(line: Any) -> Decimal | None:
     qty = _lenient_decimal(_get(line, "quantity"))
     price = _lenient_decimal(_get(line, "unit_price"))
@@ -622,41 +619,6 @@ def _global_adjustment(globals_: Any, nets: list, taxable: list[bool], q: Any) -
             value = q(base * value / 100)
         total += sign * value
     return total
-
-
-# --------------------------------------------------------------------------------------------------
-# Internal references
-# --------------------------------------------------------------------------------------------------
-
-
-def is_internal_reference(reference: Any) -> bool:
-    """True when ``reference`` (a :class:`DocumentReference` or dict) has ``reference_code`` 5
-    (``5``, ``"5"``, ``"05"``): a non-tax document, here the internal transaction id."""
-    code = _get(reference, "reference_code")
-    try:
-        return int(str(code).strip()) == INTERNAL_REFERENCE_CODE
-    except (TypeError, ValueError):
-        return False
-
-
-def internal_reference(reference_number: str, description: str = "Internal transaction ID") -> dict:
-    """The ``references[]`` entry that carries the internal transaction id (API_NOTES
-    "Duplicates and idempotency"): ``{reference_code: 5, reference_number, description}``."""
-    return {
-        "reference_code": INTERNAL_REFERENCE_CODE,
-        "reference_number": str(reference_number),
-        "description": description,
-    }
-
-
-def internal_reference_number(document: Any) -> str | None:
-    """``reference_number`` of the first internal reference of a document or payload, or ``None``."""
-    references = _get(document, "references") or []
-    for reference in references if isinstance(references, list) else []:
-        if is_internal_reference(reference):
-            number = _get(reference, "reference_number")
-            return None if number is None else str(number)
-    return None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ type         Koywe format                            validator
 ===========  =====================================  ==========================================
 
 Other types (``CO-CC``, ``CO-NOP``, ``EXT``, foreign ids…) are accepted as any non-empty string,
-stripped of surrounding blanks.
+stripped of surrounding blanks. The country of each type
+(:func:`koywe_provider.catalogue.country_of_tax_id_type`) and Mexico's generic RFCs
+(``Country.generic_tax_id_codes``) are catalogue data.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ from stdnum.mx import rfc
 from stdnum.pe import cui, ruc
 from stdnum.us import ein, ssn
 
+from koywe_provider import catalogue
+
 __all__ = ["GENERIC_MX_RFCS", "KNOWN_TAX_ID_TYPES", "is_known_tax_id_type", "validate_tax_id"]
 
 #: SAT generic RFCs: ``XAXX010101000`` (national receiver without RFC, "público en general") and
 #: ``XEXX010101000`` (foreign receiver). Koywe's Mexico examples send the latter with the foreign
 #: receiver's own id type (``US-EIN``), see :func:`validate_tax_id` ``allow_generic_rfc``.
-GENERIC_MX_RFCS = frozenset({"XAXX010101000", "XEXX010101000"})
+GENERIC_MX_RFCS = frozenset(catalogue.country(catalogue.MEXICO).generic_tax_id_codes)
 
 
 def _cl_rut(code: str) -> str:
