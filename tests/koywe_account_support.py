@@ -39,6 +39,15 @@ PHONES = {
     88: "+5491123456789",
 }
 COUNTRY_CODES = {253: "cl", 66: "co", 80: "mx", 83: "pe", 89: "us", 88: "ar"}
+#: Realistic legal names (models.accounts refuses placeholders such as "my company" or "Empresa Test").
+LEGAL_NAMES = {
+    253: "Comercializadora Los Andes SpA",
+    66: "Distribuidora El Dorado S.A.S.",
+    80: "Servicios Técnicos del Bajío S.A. de C.V.",
+    83: "Inversiones Miraflores S.A.C.",
+    89: "Harbor Analytics LLC",
+    88: "Tecnología Rioplatense S.R.L.",
+}
 
 
 @cache
@@ -176,7 +185,7 @@ def account_payload(country: int, **changes: Any) -> dict[str, Any]:
         "contact_phone": PHONES[country],
         "admin_email": "ana@empresa.example.com",
         "admin_password": ADMIN_PASSWORD,
-        "registration_legal_name_company": f"Empresa Demo {COUNTRY_CODES[country].upper()}",
+        "registration_legal_name_company": LEGAL_NAMES[country],
         "registration_tax_id_code": typed,
         "registration_tax_id_type": kind,
         "registration_company_size": "2",

@@ -79,10 +79,11 @@ def test_tax_id_type_must_match_the_country():
     )
 
 
-def test_generic_mexican_rfc_is_accepted():
-    assert validate_account(account_payload(80, registration_tax_id_code="XAXX010101000"))[
-        "registration_tax_id_code"
-    ] == ("XAXX010101000")
+def test_generic_mexican_rfc_is_refused_as_the_account_rfc():
+    # A receiver-only placeholder, never a company (more in test_account_rules.py).
+    errors = fields(account_payload(80, registration_tax_id_code="XAXX010101000"))
+    assert list(errors) == ["registration_tax_id_code"]
+    assert "generic RFC" in errors["registration_tax_id_code"]
 
 
 def test_chile_certificate_rules():
@@ -201,6 +202,9 @@ def test_every_error_is_reported_and_no_secret_is_echoed():
 
 
 # --- Koywe's own examples (read from ../shared, never copied) ------------------------------------
+# Every Koywe example names the company "my company" / "My company name" and gives a placeholder
+# admin password ("nuevaclave", "enternewpassword", "admin_password"): both are refused.
+PLACEHOLDERS = {"registration_legal_name_company", "admin_password"}
 EXPECTED = {
     # example file: fields that must fail (after replacing Koywe's truncated "…" files with generated ones)
     "api_reference__create_a_new_account.json": {
@@ -208,11 +212,13 @@ EXPECTED = {
         "admin_email",
         "registration_company_size",
         "registration_tax_id_type",
-    },
-    "chile__create_a_new_account.json": set(),
-    "colombia__create_a_new_account.json": {"registration_tax_id_code", "contact_phone"},
-    "m_xico__create_a_new_account.json": set(),
-    "per__create_a_new_account.json": {"registration_tax_id_code"},
+        "contact_name",
+    }
+    | PLACEHOLDERS,
+    "chile__create_a_new_account.json": PLACEHOLDERS,
+    "colombia__create_a_new_account.json": {"registration_tax_id_code", "contact_phone"} | PLACEHOLDERS,
+    "m_xico__create_a_new_account.json": PLACEHOLDERS,
+    "per__create_a_new_account.json": {"registration_tax_id_code"} | PLACEHOLDERS,
 }
 
 

@@ -25,6 +25,19 @@ country  tax id      registration data
 
 Binary fields travel as base64 strings. Certificates whose ``notAfter`` is in the past are refused
 with the expiry date in the message.
+
+Also refused, each as one ``(field, message)`` of the same report:
+
+- a generic tax id as ``registration_tax_id_code`` (Mexico's ``XAXX010101000`` / ``XEXX010101000``,
+  :func:`koywe_provider.models.taxids.is_generic_tax_id`): it stands for a receiver without RFC, never
+  for a company;
+- a placeholder in a name field (:data:`NAME_FIELDS`, patterns in :data:`PLACEHOLDER_NAMES`):
+  ``"string"``, ``"test"``, ``"my company"``, ``"<name>"``, Lorem ipsum…;
+- a weak ``admin_password`` (:func:`admin_password_problems`): fewer than
+  :data:`ADMIN_PASSWORD_MIN_LENGTH` characters, a zxcvbn score below :data:`ADMIN_PASSWORD_MIN_SCORE`,
+  or the company name, the admin e-mail's local part or the tax id inside it. The check runs on the
+  resolved value: :func:`account_errors` receives the body after provisioning resolved the secret
+  references (``conn:``, ``var:``, ``file:``).
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -39,19 +53,26 @@ from typing import Any, Literal
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+from zxcvbn import zxcvbn
 
 from koywe_provider import catalogue
-from koywe_provider.models.taxids import validate_tax_id
+from koywe_provider.models.taxids import is_generic_tax_id, validate_tax_id
 
 __all__ = [
     "ACCOUNT_SECRET_FIELDS",
+    "ADMIN_PASSWORD_MIN_LENGTH",
+    "ADMIN_PASSWORD_MIN_SCORE",
     "COUNTRIES",
+    "NAME_FIELDS",
+    "PLACEHOLDER_NAMES",
     "AccountConfig",
     "AccountValidationError",
     "Country",
     "KoyweAccount",
     "RegistrationAdditionalData",
     "account_errors",
+    "admin_password_problems",
+    "placeholder_reason",
     "validate_account",
 ]
 
@@ -186,7 +207,8 @@ class KoyweAccount(BaseModel):
     contact_name: str = Field(min_length=1, max_length=200)
     contact_phone: str = Field(min_length=1)
     admin_email: EmailStr
-    admin_password: str = Field(min_length=8, repr=False)
+    # Strength (length, zxcvbn, personal data) is account_errors' rule: one message with every problem.
+    admin_password: str = Field(min_length=1, repr=False)
     registration_legal_name_company: str = Field(min_length=1, max_length=300)
     registration_tax_id_code: str = Field(min_length=1)
     # Literal[a_tuple] is Literal["CL-RUT", "CO-NIT", …] at run time (what pydantic reads).
@@ -228,7 +250,7 @@ _FIX = {
     "registration_company_size": 'use "1" micro, "2" small, "3" medium or "4" large',
     "registration_terms_of_use": "must be 1 (terms of use accepted)",
     "registration_type_use": "must be 1 (billing)",
-    "admin_password": "give at least 8 characters",
+    "admin_password": "give a strong password of at least 10 characters",
     "admin_email": "give a valid e-mail address such as admin@company.com",
 }
 
@@ -439,6 +461,301 @@ def _check_logo(data: dict[str, Any], errors: list[tuple[str, str]]) -> None:
         errors.append(("registration_additional_data.company_logo", "must be a PNG image encoded as base64"))
 
 
+# ---------------------------------------------------------------------------------- placeholders
+#: The free-text name fields of ``POST /accounts``, with what a real value is. The other strings are
+#: ids, codes, files or the e-mail, checked by their own rules; ``registration_company_industry_sector``
+#: is a sector, which Koywe's examples send as a code (``"1"``), not a name.
+NAME_FIELDS: dict[str, str] = {
+    "registration_legal_name_company": "the company's legal name",
+    "contact_name": "the name of the person Koywe should contact",
+}
+
+#: Values that are not a name: ``(regular expression, why)``, each matched against the **whole**
+#: value, trimmed, case-folded, accents dropped and inner blanks collapsed (``"  My  Company "`` is
+#: ``"my company"``; ``"Test Labs SpA"`` matches nothing).
+#:
+#: Why refuse them: Koywe's own API reference example for ``POST /accounts`` (seed ``003_…``) has
+#: ``"string"`` in every text field, its Postman examples send ``"my company"``/``"My company name"``
+#: and field names as values, and forms get ``test``, ``asdf`` or ``n/a``. Koywe would create an
+#: account with such a name and the tax bureau would get documents issued under it, so such a request
+#: is pointless: it is refused before any call, naming the field.
+PLACEHOLDER_NAMES: tuple[tuple[str, str], ...] = (
+    (r"string|str|text|varchar", "a type name, as in Koywe's API reference example (seed 003)"),
+    (r"[a-z]+(?:_[a-z0-9]+)+", "a field name, as in Koywe's API reference example"),
+    (
+        r"(?:tests?|testing|prueba|pruebas)\d*(?: (?:tests?|testing|prueba|pruebas|\d+))*"
+        r"|(?:(?:company|empresa|compania|cuenta|account|user|usuario|nombre|name)(?: de)? )"
+        r"(?:tests?|testing|prueba|pruebas|demo)"
+        r"|(?:tests?|testing|prueba|demo) (?:company|empresa|compania|cuenta|account|user|usuario|name|nombre)",
+        "a test value",
+    ),
+    (r"(?:asdf|qwer|zxcv|qwerty|asdfgh|jkl|hjkl)\w*|asd|qwe|sdf|dfg", "keyboard mashing"),
+    (r"x+(?: x+)*|(.)\1*", 'one character repeated ("xxx", "-")'),
+    (r"[\W\d_]+", "no letter at all"),
+    (r"n\.? ?/? ?a\.?|n\.? ?/? ?d\.?|s/n|not applicable|no aplica|sin nombre", '"not applicable"'),
+    (
+        r"null|none|nil|nan|undefined|empty|blank|vacio|ninguno|ninguna|nada|unknown|desconocido",
+        "an empty value",
+    ),
+    (r"<.*>|\{.*\}|\[.*\]|\$\{.*\}|%[a-z_]*%", "a template marker such as <company name>"),
+    (
+        r"(?:(?:your|my|our|the|a|su|mi|tu|nuestra|la) )?(?:company|empresa|compania|business|negocio)"
+        r"(?: (?:name|nombre|legal name|razon social))?",
+        "a generic company",
+    ),
+    (
+        r"(?:(?:your|my|the|company|legal|contact|full|first|last) )*name|nombre(?: (?:de (?:la )?empresa"
+        r"|del contacto|completo|y apellidos?))?|razon social|apellidos?|contact|contacto"
+        r"|admin(?:istrator|istrador)?|user(?:name)?|usuario",
+        "a form label instead of its value",
+    ),
+    (
+        r"(?:an? )?(?:examples?|samples?|ejemplos?|muestra|demo|dummy|placeholder|fake|foo|bar|foobar|baz)"
+        r"(?: (?:company|empresa|name|nombre|inc|corp|user|usuario|s\.?a\.?))?"
+        r"|(?:company|empresa|nombre|name)(?: de)? (?:example|ejemplo|muestra)|tbd|tba|todo|por definir",
+        "an example value",
+    ),
+    (r"(?:lorem|ipsum)\b.*|.*\bdolor sit amet\b.*", "Lorem ipsum filler text"),
+)
+_PLACEHOLDER_RULES = tuple((re.compile(pattern), why) for pattern, why in PLACEHOLDER_NAMES)
+
+
+def _fold(value: str) -> str:
+    """Lower case, accents dropped (``"Compañía"`` → ``"compania"``)."""
+    decomposed = unicodedata.normalize("NFKD", value)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+
+
+def placeholder_reason(value: str | None) -> str | None:
+    """Why ``value`` is a placeholder rather than a name (a :data:`PLACEHOLDER_NAMES` reason), or ``None``.
+
+    ``placeholder_reason(" TEST test ") == "a test value"``; ``placeholder_reason("Ana Rojas") is None``.
+    """
+    if not isinstance(value, str):
+        return None
+    text = " ".join(_fold(value).split())
+    if not text:
+        return None  # empty is the model's "required" error
+    for pattern, why in _PLACEHOLDER_RULES:
+        if pattern.fullmatch(text):
+            return why
+    return None
+
+
+def _check_names(
+    payload: dict[str, Any], failed: set[str], country: int | None, errors: list[tuple[str, str]]
+) -> None:
+    known = catalogue.COUNTRIES.get(country) if country is not None else None
+    for field, what in NAME_FIELDS.items():
+        value = payload.get(field)
+        if field in failed or (why := placeholder_reason(value)) is None:
+            continue
+        shown = value.strip() if len(value.strip()) <= 60 else value.strip()[:57] + "..."
+        if field == "registration_legal_name_company":
+            where = f" with the {known.tax_bureau}" if known is not None else ""
+            fix = f"give the company's legal name as registered{where}"
+        else:
+            fix = "give the real name of the person Koywe should contact"
+        errors.append((field, f"{shown!r} is a placeholder ({why}), not {what}; {fix}"))
+
+
+# ------------------------------------------------------------------------------ admin password
+#: Fewest characters an ``admin_password`` may have.
+ADMIN_PASSWORD_MIN_LENGTH = 10
+#: Lowest zxcvbn score (0–4) an ``admin_password`` may have: 3 is zxcvbn's "safely unguessable"
+#: (at least 10^8 guesses: moderate protection against an offline attack on a slow hash).
+ADMIN_PASSWORD_MIN_SCORE = 3
+# zxcvbn refuses to score longer input (its matching is quadratic): the first 72 characters decide.
+_ZXCVBN_MAX_LENGTH = 72
+#: Words an attacker of a Koywe admin account tries first, given to zxcvbn as known words (with the
+#: request's own values and the ``POST /accounts`` field names): the service, the role, and the words
+#: of the passwords in Koywe's own account examples ("nuevaclave", "enternewpassword"; Spanish words
+#: are not in zxcvbn's English dictionaries).
+_PASSWORD_CONTEXT = (
+    "koywe",
+    "billing",
+    "factura",
+    "facturacion",
+    "admin",
+    "administrador",
+    "password",
+    "contraseña",
+    "contrasena",
+    "clave",
+    "nueva",
+    "nuevaclave",
+    "enter",
+    "new",
+    "enternewpassword",
+)
+# Legal-form words: "Andes SpA" → only "andes" counts as the company name inside a password.
+_LEGAL_FORM_WORDS = frozenset(
+    [
+        "spa",
+        "ltda",
+        "limitada",
+        "sociedad",
+        "anonima",
+        "responsabilidad",
+        "cerrada",
+        "abierta",
+        "capital",
+        "variable",
+        "individual",
+        "eirl",
+        "company",
+        "compania",
+        "corp",
+        "corporation",
+        "incorporated",
+        "limited",
+        "group",
+        "grupo",
+        "holding",
+        "holdings",
+    ]
+)
+# A name, e-mail or tax id part shorter than this is not looked for inside the password ("ana" would
+# refuse "banana…"): zxcvbn still gets it as a known word.
+_MIN_PERSONAL_TOKEN = 4
+_ZXCVBN_PATTERNS = {
+    "spatial": "a keyboard pattern",
+    "repeat": "repeated characters or words",
+    "sequence": "a sequence such as abc or 123",
+    "date": "a date",
+    "regex": "a recent year",
+}
+_ZXCVBN_DICTIONARIES = {
+    "passwords": "a commonly used password",
+    "user_inputs": "words of the request itself or of Koywe's examples (koywe, admin, clave…)",
+    "surnames": "a common name",
+    "male_names": "a common name",
+    "female_names": "a common name",
+}
+
+
+def _alnum(value: str) -> str:
+    return "".join(ch for ch in _fold(value) if ch.isalnum())
+
+
+def _words(value: str) -> list[str]:
+    return [w for w in re.split(r"[^0-9a-z]+", _fold(value)) if w]
+
+
+def _company_tokens(name: str) -> set[str]:
+    tokens = {_alnum(name)} | {w for w in _words(name) if w not in _LEGAL_FORM_WORDS}
+    return {t for t in tokens if len(t) >= _MIN_PERSONAL_TOKEN}
+
+
+def _email_tokens(email: str) -> set[str]:
+    local = email.rsplit("@", 1)[0] if "@" in email else ""
+    tokens = {_alnum(local), *_words(local)}
+    return {t for t in tokens if len(t) >= _MIN_PERSONAL_TOKEN}
+
+
+def _tax_id_tokens(code: str) -> set[str]:
+    tokens = {_alnum(code)}
+    if "-" in code:  # the number without its check digit: "76.086.428-5" → "76086428"
+        tokens.add(_alnum(code.rsplit("-", 1)[0]))
+    tokens.update(re.findall(r"\d{6,}", _alnum(code)))
+    return {t for t in tokens if len(t) >= 6}
+
+
+def _guessability(result: dict[str, Any]) -> str:
+    found: list[str] = []
+    for match in result.get("sequence", ()):
+        pattern = match.get("pattern")
+        if pattern == "dictionary":
+            what = _ZXCVBN_DICTIONARIES.get(match.get("dictionary_name"), "a common word")
+        else:
+            what = _ZXCVBN_PATTERNS.get(pattern)
+        if what and what not in found:
+            found.append(what)
+    return f": it is made of {', '.join(found)}" if found else ""
+
+
+def admin_password_problems(
+    password: str,
+    *,
+    company_name: str | None = None,
+    admin_email: str | None = None,
+    tax_id_code: str | None = None,
+    contact_name: str | None = None,
+) -> list[str]:
+    """Why ``password`` is too weak for an ``admin_password``; an empty list when it is strong enough.
+
+    Refused: fewer than :data:`ADMIN_PASSWORD_MIN_LENGTH` characters; a zxcvbn (Dropbox's password
+    strength estimator, with its own dictionaries of common passwords, words and names) score below
+    :data:`ADMIN_PASSWORD_MIN_SCORE`, the company, contact, e-mail and Koywe's own words counted as
+    known words; the company name (or one of its words of 4+ letters, legal forms aside), the admin
+    e-mail's local part (or one of its parts of 4+ characters) or the tax id (with or without its
+    check digit) inside it, case and accents ignored.
+
+    Run it on the **clear** value (after secret references are resolved). The phrases never contain
+    the password nor any part of it, so they may be logged and stored.
+    """
+    if not isinstance(password, str):
+        return ["must be a string"]
+    password = password.strip()  # as KoyweAccount sends it (str_strip_whitespace)
+    problems: list[str] = []
+    if len(password) < ADMIN_PASSWORD_MIN_LENGTH:
+        problems.append(f"it has fewer than {ADMIN_PASSWORD_MIN_LENGTH} characters")
+    folded = _alnum(password)
+    checks = (
+        (company_name, _company_tokens, "the company name (registration_legal_name_company)"),
+        (admin_email, _email_tokens, "the admin e-mail's local part (admin_email)"),
+        (tax_id_code, _tax_id_tokens, "the tax id (registration_tax_id_code)"),
+    )
+    for value, tokens_of, what in checks:
+        if isinstance(value, str) and any(token in folded for token in tokens_of(value)):
+            problems.append(f"it contains {what}")
+    # Koywe's API reference example sends each field's own name ("admin_password") or "string".
+    known = [
+        *_PASSWORD_CONTEXT,
+        "string",
+        *KoyweAccount.model_fields,
+        *RegistrationAdditionalData.model_fields,
+    ]
+    for value in (company_name, admin_email, tax_id_code, contact_name):
+        if isinstance(value, str) and value.strip():
+            known += [value.strip(), _alnum(value), *_words(value)]
+    result = zxcvbn(password[:_ZXCVBN_MAX_LENGTH], user_inputs=known)
+    if result["score"] < ADMIN_PASSWORD_MIN_SCORE:
+        problems.append(
+            f"it is easy to guess (zxcvbn strength {result['score']} of 4, at least "
+            f"{ADMIN_PASSWORD_MIN_SCORE} needed){_guessability(result)}"
+        )
+    return problems
+
+
+def _check_admin_password(payload: dict[str, Any], failed: set[str], errors: list[tuple[str, str]]) -> None:
+    password = payload.get("admin_password")
+    if "admin_password" in failed or not isinstance(password, str):
+        return
+
+    def text(name: str) -> str | None:
+        value = payload.get(name)
+        return value if isinstance(value, str) else None
+
+    problems = admin_password_problems(
+        password,
+        company_name=text("registration_legal_name_company"),
+        admin_email=text("admin_email"),
+        tax_id_code=text("registration_tax_id_code"),
+        contact_name=text("contact_name"),
+    )
+    if problems:
+        errors.append(
+            (
+                "admin_password",
+                "is too weak: "
+                + "; ".join(problems)
+                + f". Choose a passphrase of several uncommon words, at least {ADMIN_PASSWORD_MIN_LENGTH} "
+                "characters, without the company name, the e-mail or the tax id, and update the secret",
+            )
+        )
+
+
 # ---------------------------------------------------------------------------------- validation
 def _as_int(value: Any) -> int | None:
     try:
@@ -483,6 +800,15 @@ def account_errors(
                 f"use {' or '.join(rules.tax_id_types)}",
             )
         )
+    elif "registration_tax_id_code" not in failed and is_generic_tax_id(tax_type, code):
+        errors.append(
+            (
+                "registration_tax_id_code",
+                f"{str(code).strip()!r} is a generic RFC (the SAT's code for an invoice receiver without "
+                "an RFC of its own), valid only as a receiver: a company cannot be onboarded under it; "
+                "give the company's own RFC" + (f" such as {rules.tax_id_example}" if rules else ""),
+            )
+        )
     elif "registration_tax_id_code" not in failed and code not in (None, "") and tax_type:
         try:
             formatted = validate_tax_id(tax_type, str(code))
@@ -502,6 +828,9 @@ def account_errors(
             normalised["contact_phone"] = phonenumbers.format_number(
                 phonenumbers.parse(phone, rules.region), phonenumbers.PhoneNumberFormat.E164
             )
+
+    _check_names(payload, failed, country, errors)
+    _check_admin_password(payload, failed, errors)
 
     data = payload.get("registration_additional_data")
     if isinstance(data, dict) and country is not None:

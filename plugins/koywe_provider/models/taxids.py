@@ -22,7 +22,8 @@ type         Koywe format                            validator
 Other types (``CO-CC``, ``CO-NOP``, ``EXT``, foreign ids…) are accepted as any non-empty string,
 stripped of surrounding blanks. The country of each type
 (:func:`koywe_provider.catalogue.country_of_tax_id_type`) and Mexico's generic RFCs
-(``Country.generic_tax_id_codes``) are catalogue data.
+(``Country.generic_tax_id_codes``) are catalogue data: :func:`is_generic_tax_id` tells a generic code
+apart, for the places where only a receiver may carry one (an account's RFC, a document's issuer).
 """
 
 from __future__ import annotations
@@ -39,12 +40,24 @@ from stdnum.us import ein, ssn
 
 from koywe_provider import catalogue
 
-__all__ = ["GENERIC_MX_RFCS", "KNOWN_TAX_ID_TYPES", "is_known_tax_id_type", "validate_tax_id"]
+__all__ = [
+    "GENERIC_MX_RFCS",
+    "KNOWN_TAX_ID_TYPES",
+    "is_generic_tax_id",
+    "is_known_tax_id_type",
+    "validate_tax_id",
+]
 
 #: SAT generic RFCs: ``XAXX010101000`` (national receiver without RFC, "público en general") and
 #: ``XEXX010101000`` (foreign receiver). Koywe's Mexico examples send the latter with the foreign
 #: receiver's own id type (``US-EIN``), see :func:`validate_tax_id` ``allow_generic_rfc``.
 GENERIC_MX_RFCS = frozenset(catalogue.country(catalogue.MEXICO).generic_tax_id_codes)
+# Every country's generic codes (only Mexico has any today), letters and digits only, upper case.
+_GENERIC_CODES = frozenset(
+    "".join(ch for ch in code if ch.isalnum()).upper()
+    for c in catalogue.COUNTRIES.values()
+    for code in c.generic_tax_id_codes
+)
 
 
 def _cl_rut(code: str) -> str:
@@ -91,6 +104,24 @@ KNOWN_TAX_ID_TYPES = frozenset(_VALIDATORS)
 def is_known_tax_id_type(tax_id_type: str | None) -> bool:
     """True when :func:`validate_tax_id` checks codes of this type (case-insensitive)."""
     return bool(tax_id_type) and tax_id_type.strip().upper() in KNOWN_TAX_ID_TYPES
+
+
+def is_generic_tax_id(tax_id_type: str | None, code: str | None) -> bool:
+    """True when ``code`` is a tax bureau's generic "no tax id" code, such as Mexico's
+    ``XAXX010101000`` (público en general) and ``XEXX010101000`` (foreigner).
+
+    A generic code only stands for a *receiver* that has no tax id of its own: it never identifies
+    a company, so an account (``registration_tax_id_code``) or a document's issuer must not carry
+    one. The codes are the catalogue's (``Country.generic_tax_id_codes``).
+
+    :param tax_id_type: the type declared with the code. It does not narrow the answer: Koywe's own
+        Mexico "foreign receiver without RFC" example types ``XEXX010101000`` as ``US-EIN``, so a
+        generic code is generic under any type (and with none).
+    :param code: the code as typed: case, blanks, dots and dashes are ignored (``"xaxx-010101-000"``).
+    """
+    if code is None:
+        return False
+    return "".join(ch for ch in str(code) if ch.isalnum()).upper() in _GENERIC_CODES
 
 
 def validate_tax_id(tax_id_type: str, code: str, *, allow_generic_rfc: bool = False) -> str:
