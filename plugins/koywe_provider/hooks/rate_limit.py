@@ -1,8 +1,12 @@
-"""Client-side pacing of Koywe calls.
+"""Client-side pacing of Koywe calls inside one process (superseded by :mod:`.rate_budget`).
 
 Koywe (seed ``000_…``) bans IPs that exceed the contracted rate and asks for whitelisting above
 5 documents/s. Every ``KoyweHook`` in a process shares one :class:`RateLimiter` per connection; with
 ``parallel_clients`` processes (the ``koywe_api`` pool's slots) each keeps ``rate / parallel_clients``.
+
+This limiter only sees its own process. The deployment-wide budget is
+:class:`koywe_provider.hooks.rate_budget.RateBudget` (``InProcessBudget`` for scripts and tests);
+this module stays until ``KoyweHook`` takes its tokens from there, then goes.
 """
 
 from __future__ import annotations
