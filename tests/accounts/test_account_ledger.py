@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 import sqlalchemy as sa
 
@@ -9,7 +11,7 @@ from koywe_account_support import provisioning_request
 from koywe_provider.hooks.koywe import KoyweHook
 from koywe_provider.hooks.token_store import MemoryTokenStore
 from koywe_provider.ledger import AccountLedger, Ledger
-from koywe_provider.provisioning import (
+from koywe_provider.services.provisioning import (
     SecretResolver,
     confirm_account,
     create_account,
@@ -74,6 +76,32 @@ def test_a_later_try_of_the_same_task_finds_creating_and_marks_unknown(accounts)
     row = accounts.claim(pk, owner="dag/run/create/0/try2")
     assert row["state"] == "unknown" and "by hand" in row["last_error"]
     assert accounts.resolve_unknown(pk, "700")["state"] == "created"
+
+
+def test_an_unknown_account_is_a_ledger_lookup_error(accounts):
+    from koywe_provider.ledger import AccountNotFoundError, LedgerError, RowNotFoundError
+    from koywe_provider.ledger.accounts import AccountNotFoundError as FromAccounts
+
+    assert FromAccounts is AccountNotFoundError
+    with pytest.raises(AccountNotFoundError) as info:
+        accounts.claim(999_999, owner="dag/run/create/0/try1")
+    assert isinstance(info.value, RowNotFoundError)
+    assert isinstance(info.value, LookupError) and isinstance(info.value, LedgerError)
+    with pytest.raises(LookupError):
+        accounts.mark_created(999_999, "638")
+
+
+def test_accounts_read_the_ledger_clock(tmp_path):
+    fixed = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'clock.db'}", clock=lambda: fixed)
+    ledger.migrate()
+    try:
+        accounts = AccountLedger.of(ledger)
+        pk, _, row = record(accounts)
+        assert row["created_at"] == fixed and row["updated_at"] == fixed
+        assert accounts.claim(pk, owner="dag/run/create/0/try1")["sent_at"] == fixed
+    finally:
+        ledger.dispose()
 
 
 # --- against the sandbox ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ PG_ADMIN_URL = os.environ.get(
     "KOYWE_LEDGER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 LEDGER_TABLES = (
+    "koywe_payload_history",
+    "koywe_document_generations",
     "koywe_attempts",
     "koywe_ingest_conflicts",
     "koywe_documents",
@@ -88,12 +91,49 @@ def db_url(backend: str, tmp_path: Any, request: pytest.FixtureRequest) -> str:
     return url
 
 
+class LedgerClock:
+    """The ledger's clock in tests: the real time plus an offset, or a frozen instant.
+
+    ``advance(minutes=5)`` moves it forward (a lease expires without sleeping); ``freeze(at)`` stops it
+    (``at`` defaults to the current reading) so timestamps can be compared exactly.
+    """
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+        self.frozen: datetime | None = None
+
+    def __call__(self) -> datetime:
+        if self.frozen is not None:
+            return self.frozen
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **delta: float) -> datetime:
+        step = timedelta(**delta)
+        if self.frozen is not None:
+            self.frozen += step
+        else:
+            self.offset += step
+        return self()
+
+    def freeze(self, at: datetime | None = None) -> datetime:
+        self.frozen = at or self()
+        return self.frozen
+
+
 @pytest.fixture
-def make_ledger(db_url: str) -> Iterator[Callable[..., Ledger]]:
-    """Factory of extra :class:`Ledger` instances on the test database (disposed at teardown)."""
+def clock() -> LedgerClock:
+    """The clock of the ``ledger`` fixture (and of every ``make_ledger()`` instance by default)."""
+    return LedgerClock()
+
+
+@pytest.fixture
+def make_ledger(db_url: str, clock: LedgerClock) -> Iterator[Callable[..., Ledger]]:
+    """Factory of extra :class:`Ledger` instances on the test database (disposed at teardown), all
+    reading the ``clock`` fixture unless given another ``clock``."""
     made: list[Ledger] = []
 
     def factory(**kwargs: Any) -> Ledger:
+        kwargs.setdefault("clock", clock)
         ledger = Ledger(db_url, **kwargs)
         made.append(ledger)
         return ledger

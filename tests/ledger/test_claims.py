@@ -79,21 +79,34 @@ def test_claim_is_atomic(ledger: Ledger, seed: Callable[..., list[int]]) -> None
         ledger.claim(pk, owner="w", states=("issued",))
 
 
-def test_expired_lease_is_reclaimable(ledger: Ledger, seed: Callable[..., list[int]]) -> None:
+def test_expired_lease_is_reclaimable(ledger: Ledger, seed: Callable[..., list[int]], clock) -> None:
     (pk,) = seed(1)
     assert ledger.claim(pk, owner="worker-1", lease_seconds=60) is not None
-    assert ledger.mark_sent(pk, owner="worker-1") == 1
+    assert ledger.mark_sent(pk, owner="worker-1", lease_seconds=60) == 1
     assert ledger.claim(pk, owner="worker-2") is None
     # an hour later the lease has expired: someone else may take the row over
-    real_now = ledger._now
-    ledger._now = lambda: real_now() + timedelta(hours=1)  # type: ignore[method-assign]
+    clock.advance(hours=1)
     assert ledger.plan_batches(batch_size=10, states=("in_flight",))[0].count == 1
     taken = ledger.claim(pk, owner="worker-2")
     assert taken is not None
     assert taken.previous_state == DocumentState.IN_FLIGHT and taken.attempts == 1 and taken.needs_lookup
+    assert taken.generation == 1 and taken.generation_sends == 1 and taken.koywe_reference == "r-000000"
     assert ledger.get(pk)["lease_owner"] == "worker-2"
-    ledger._now = real_now  # type: ignore[method-assign]
     assert ledger.claim(pk, owner="worker-3") is None
+
+
+def test_clock_is_injected(make_ledger: Callable[..., Ledger], seed: Callable[..., list[int]]) -> None:
+    """Every timestamp and lease comparison reads the ledger's clock, not the system's."""
+    fixed = datetime(2031, 5, 4, 3, 2, 1, tzinfo=UTC)
+    ledger = make_ledger(clock=lambda: fixed)
+    (pk,) = seed(1)
+    claimed = ledger.claim(pk, owner="w", lease_seconds=30)
+    assert claimed is not None and claimed.lease_expires_at == fixed + timedelta(seconds=30)
+    row = ledger.get(pk)
+    assert row["updated_at"] == fixed and row["lease_expires_at"] == fixed + timedelta(seconds=30)
+    naive = make_ledger(clock=lambda: fixed.replace(tzinfo=None))  # naive means UTC
+    assert naive.claim(pk, owner="w2") is None  # the lease is live at that instant
+    assert naive._now() == fixed
 
 
 def test_claim_next_order_range_and_limit(ledger: Ledger, seed: Callable[..., list[int]]) -> None:

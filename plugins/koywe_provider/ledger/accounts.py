@@ -20,6 +20,7 @@ or a certificate. Pure SQLAlchemy: no Airflow import.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -28,7 +29,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from koywe_provider.ledger.models import Base, JSONType, UTCDateTime, utcnow
+from koywe_provider.ledger.errors import AccountNotFoundError
+from koywe_provider.ledger.models import Base, JSONType, UTCDateTime, as_utc, utcnow
 
 
 class AccountState(StrEnum):
@@ -88,18 +90,18 @@ _T = Account.__table__
 _COLUMNS = [c.name for c in _T.columns]
 
 
-class AccountNotFoundError(LookupError):
-    """No ``koywe_accounts`` row has that primary key."""
-
-
 class AccountLedger:
     """Reads and writes ``koywe_accounts`` on a :class:`~koywe_provider.ledger.Ledger`'s engine.
 
     Every method runs one short transaction (never held across an HTTP call) and returns plain dicts.
+    ``clock`` returns the current time for every timestamp written (default: the system clock).
+    Raises :class:`~koywe_provider.ledger.errors.AccountNotFoundError` (a ``LookupError``) for an
+    unknown primary key.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> None:
         self.engine = engine
+        self._clock = clock or utcnow
         self._session: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
         self._read: sessionmaker[Session] = sessionmaker(
             engine.execution_options(koywe_sqlite_begin="DEFERRED"), expire_on_commit=False
@@ -107,8 +109,11 @@ class AccountLedger:
 
     @classmethod
     def of(cls, ledger: Any) -> AccountLedger:
-        """The accounts ledger of a :class:`~koywe_provider.ledger.Ledger` (same database)."""
-        return cls(ledger.engine)
+        """The accounts ledger of a :class:`~koywe_provider.ledger.Ledger` (same database and clock)."""
+        return cls(ledger.engine, clock=getattr(ledger, "clock", None))
+
+    def _now(self) -> datetime:
+        return as_utc(self._clock())  # type: ignore[return-value]
 
     @staticmethod
     def _row(row: Any) -> dict[str, Any]:
@@ -147,7 +152,7 @@ class AccountLedger:
             ``created``, ``confirmed``, ``unknown``) is left untouched and its row is returned as is; an
             ``invalid``/``failed``/``validated`` row is replaced by this request.
         """
-        now = utcnow()
+        now = self._now()
         state = AccountState.INVALID if errors else AccountState.VALIDATED
         values = {
             "registration_tax_id_type": registration_tax_id_type,
@@ -200,7 +205,7 @@ class AccountLedger:
             row = session.execute(sa.select(_T).where(_T.c.id == pk).with_for_update()).first()
             if row is None:
                 raise AccountNotFoundError(pk)
-            now = utcnow()
+            now = self._now()
             if row.state == AccountState.VALIDATED:
                 session.execute(
                     sa.update(_T)
@@ -228,7 +233,7 @@ class AccountLedger:
             return self._row(row)
 
     def _set(self, pk: int, expected: set[str], **values: Any) -> dict[str, Any]:
-        values["updated_at"] = utcnow()
+        values["updated_at"] = self._now()
         with self._session.begin() as session:
             result = session.execute(
                 sa.update(_T).where(_T.c.id == pk, _T.c.state.in_(expected)).values(**values)
@@ -257,7 +262,7 @@ class AccountLedger:
             {AccountState.CREATED, AccountState.CONFIRMED},
             state=AccountState.CONFIRMED.value,
             certification_status=certification_status,
-            confirmed_at=utcnow(),
+            confirmed_at=self._now(),
         )
 
     def mark_failed(self, pk: int, error: str) -> dict[str, Any]:
@@ -286,7 +291,7 @@ class AccountLedger:
         """Record a problem (e.g. a confirmation mismatch) without changing the state."""
         with self._session.begin() as session:
             session.execute(
-                sa.update(_T).where(_T.c.id == pk).values(last_error=error[:4000], updated_at=utcnow())
+                sa.update(_T).where(_T.c.id == pk).values(last_error=error[:4000], updated_at=self._now())
             )
 
     def resolve_unknown(self, pk: int, koywe_account_id: str | None) -> dict[str, Any]:

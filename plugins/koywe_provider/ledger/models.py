@@ -1,5 +1,6 @@
 """SQLAlchemy models of the issuance ledger (tables ``koywe_documents``, ``koywe_attempts``,
-``koywe_ingest_conflicts``) and the enumerations their string columns hold.
+``koywe_ingest_conflicts``, ``koywe_document_generations``, ``koywe_payload_history``) and the
+enumerations their string columns hold.
 
 Pure SQLAlchemy 2.x: nothing here imports Airflow or another part of ``koywe_provider``.
 Every datetime is timezone-aware UTC in Python; SQLite stores it as naive UTC text and
@@ -38,14 +39,23 @@ class DocumentState(StrEnum):
     INVALID = "invalid"
     DEAD = "dead"
     DRAFT = "draft"
+    #: Koywe generated the document (it has a ``document_id`` and a folio) but has not sent it to the tax
+    #: bureau yet (``result.status == 2``): it exists, is never sent again under the same reference, and
+    #: its statuses are followed until the bureau's answer makes it ``issued`` or ``rejected``.
+    NOT_SENT = "not_sent"
 
 
 #: States a document can be claimed from. ``in_flight`` only counts once its lease has expired.
 CLAIMABLE: frozenset[DocumentState] = frozenset(
     {DocumentState.PENDING, DocumentState.RETRYABLE, DocumentState.UNKNOWN, DocumentState.IN_FLIGHT}
 )
-#: Final states that prove a legal document exists at Koywe: never downgraded, never re-queued.
-ISSUED_STATES: frozenset[DocumentState] = frozenset({DocumentState.ISSUED, DocumentState.DRAFT})
+#: States that prove a legal document exists at Koywe under the row's current generation: never
+#: downgraded by a failure, never re-queued, never sent again, followed for status news.
+ISSUED_STATES: frozenset[DocumentState] = frozenset(
+    {DocumentState.ISSUED, DocumentState.DRAFT, DocumentState.NOT_SENT}
+)
+#: Alias of :data:`ISSUED_STATES` that says what it means.
+KOYWE_DOCUMENT_STATES = ISSUED_STATES
 
 
 class AttemptKind(StrEnum):
@@ -70,6 +80,21 @@ class AttemptOutcome(StrEnum):
     AUTH_ERROR = "auth_error"
     CANCELLED = "cancelled"
     ALREADY_APPLIED = "already_applied"
+    CONTENT_MISMATCH = "content_mismatch"
+    NOT_SENT = "not_sent"
+    PENDING = "pending"  # a status change Koywe accepted but has not reached its target yet
+
+
+class GenerationOutcome(StrEnum):
+    """``koywe_document_generations.outcome``: how one generation of a document ended (``NULL`` while
+    Koywe has said nothing about it)."""
+
+    ISSUED = "issued"
+    NOT_SENT = "not_sent"
+    DRAFT = "draft"
+    REJECTED = "rejected"  # Koywe refused it (400 or result.status 1)
+    TAXBUREAU_REJECTED = "taxbureau_rejected"  # validation 2/5 after Koywe issued it
+    SUPERSEDED = "superseded"  # a new generation started before Koywe said anything
 
 
 def utcnow() -> datetime:
@@ -132,11 +157,13 @@ class Document(Base):
     __table_args__ = (
         sa.UniqueConstraint("account_id", "reference", name="uq_koywe_documents_account_id_reference"),
         sa.Index("ix_koywe_documents_state_next_attempt_at", "state", "next_attempt_at"),
+        # One Koywe document is one ledger document: a second row recording it is a duplicate alarm.
+        sa.Index("uq_koywe_documents_koywe_document_id", "koywe_document_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(sa.String(32), nullable=False)
-    reference: Mapped[str] = mapped_column(sa.String(128), nullable=False)
+    reference: Mapped[str] = mapped_column(sa.String(128), nullable=False, index=True)
     state: Mapped[str] = mapped_column(sa.String(16), nullable=False, index=True)
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     raw_line: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
@@ -144,14 +171,24 @@ class Document(Base):
     source: Mapped[str] = mapped_column(sa.String(512), nullable=False)
     line_no: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     run_id: Mapped[str | None] = mapped_column(sa.String(250), nullable=True, index=True)
+    #: POSTs sent for this row, every generation together.
     attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    #: Current generation (1 = the ledger reference itself; see ``models.references.koywe_reference``).
+    generation: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=1, server_default="1")
+    #: POSTs sent in the current generation: > 0 means one may be at Koywe (look it up before resending).
+    generation_sends: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0, server_default="0")
+    # What Koywe says about the current generation's document (earlier ones: koywe_document_generations).
     koywe_document_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     document_number: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    #: Top-level ``document_status`` (0 draft, 1 issued, 2 cancelled).
     document_status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    #: ``header.document_status`` (0 draft, 1 issued, 2 sent to the counterparty, 3 accepted by it).
+    counterparty_status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     taxbureau_sending_status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     taxbureau_validation_status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     taxbureau_validation_comments: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     result_status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    result_error_message: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     last_error_class: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     error_field: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
@@ -182,6 +219,8 @@ class Attempt(Base):
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     run_id: Mapped[str | None] = mapped_column(sa.String(250), nullable=True)
     task: Mapped[str | None] = mapped_column(sa.String(250), nullable=True)
+    #: The document's generation when the call was made (``NULL``: not known).
+    generation: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
 
 
 class IngestConflict(Base):
@@ -206,6 +245,62 @@ class IngestConflict(Base):
     existing_payload_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     run_id: Mapped[str | None] = mapped_column(sa.String(250), nullable=True)
+
+
+class DocumentGeneration(Base):
+    """One generation of a document: what was sent under one Koywe reference and what Koywe said.
+
+    Generation 1 uses the ledger reference (``INV-1``), generation ``n`` the Koywe reference ``INV-1~n``
+    (:func:`koywe_provider.models.references.koywe_reference`). A rejected document that is re-queued
+    or corrected starts a new generation; the earlier records keep their Koywe ids and statuses, so a
+    late callback for an earlier document still finds where it belongs.
+    """
+
+    __tablename__ = "koywe_document_generations"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "document_pk", "generation", name="uq_koywe_document_generations_document_pk_generation"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    document_pk: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("koywe_documents.id", ondelete="CASCADE"), nullable=False
+    )
+    generation: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    koywe_reference: Mapped[str] = mapped_column(sa.String(160), nullable=False)
+    payload_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    koywe_document_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
+    document_number: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    document_status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    counterparty_status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    taxbureau_sending_status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    taxbureau_validation_status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    taxbureau_validation_comments: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    result_status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    result_error_message: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    #: :class:`GenerationOutcome` value, ``NULL`` while open and unanswered.
+    outcome: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    #: Set when the generation was closed (rejected) or replaced by the next one.
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PayloadHistory(Base):
+    """A payload that an ingested correction replaced (its hash and where it came from)."""
+
+    __tablename__ = "koywe_payload_history"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    document_pk: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("koywe_documents.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    payload_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    source: Mapped[str] = mapped_column(sa.String(512), nullable=False)
+    line_no: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    replaced_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    #: The generation the replaced payload belonged to.
+    generation: Mapped[int] = mapped_column(sa.Integer, nullable=False)
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:

@@ -1,0 +1,212 @@
+"""Reading the ledger: counts, failures, conflicts, rows, attempts, generations, follow-up lists.
+
+Every method reads in its own short transaction (a deferred ``BEGIN`` on SQLite: no write lock) and
+returns plain dicts with aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from koywe_provider.ledger._sql import ATTEMPTS, CONFLICTS, DOCS, GENERATIONS, PAYLOAD_HISTORY
+from koywe_provider.ledger.database import LedgerDatabase
+from koywe_provider.ledger.models import ISSUED_STATES, DocumentState
+from koywe_provider.ledger.values import TAXBUREAU_REJECTED_CLASS
+from koywe_provider.models.statuses import TaxBureauValidationStatus
+
+#: States left out of :meth:`QueriesMixin.failures`: done (a Koywe document exists) or not tried yet.
+_FAILURE_EXCLUDED = (*sorted(s.value for s in ISSUED_STATES), DocumentState.PENDING.value)
+#: Ledger states whose Koywe statuses are followed until the tax bureau's validation is final.
+FOLLOWED_STATES: tuple[str, ...] = tuple(sorted(s.value for s in ISSUED_STATES))
+_FINAL_VALIDATION = sorted(int(s) for s in TaxBureauValidationStatus.terminal_statuses())
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitingDocuments:
+    """Documents whose tax-bureau validation is not final yet: how many, and the ``issue_date`` window
+    (``YYYY-MM-DD``, from each payload's ``header.issue_date``; ``None`` when no row carries one)."""
+
+    count: int
+    issue_date_from: str | None
+    issue_date_to: str | None
+    koywe_document_ids: tuple[str, ...]
+
+
+class QueriesMixin(LedgerDatabase):
+    """Read-only views of the ledger."""
+
+    def counts_by_state(self, *, run_id: str | None = None) -> dict[str, int]:
+        """``{state: number of documents}`` with every :class:`DocumentState` value as a key (0 when none);
+        only documents ingested by ``run_id`` when given."""
+        stmt = sa.select(DOCS.c.state, sa.func.count()).group_by(DOCS.c.state)
+        if run_id is not None:
+            stmt = stmt.where(DOCS.c.run_id == run_id)
+        result = {s.value: 0 for s in DocumentState}
+        with self._read() as session:
+            for state, n in session.execute(stmt):
+                result[state] = int(n)
+        return result
+
+    def failures(self, *, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Documents that are neither done nor untried — in_flight, rejected, retryable, unknown,
+        invalid, dead (not issued/draft/not_sent/pending) — in id order, at most ``limit``: dicts with
+        ``id, reference, account_id, state, last_error_class, last_error, error_field, source, line_no,
+        attempts, generation``."""
+        cols = (
+            DOCS.c.id,
+            DOCS.c.reference,
+            DOCS.c.account_id,
+            DOCS.c.state,
+            DOCS.c.last_error_class,
+            DOCS.c.last_error,
+            DOCS.c.error_field,
+            DOCS.c.source,
+            DOCS.c.line_no,
+            DOCS.c.attempts,
+            DOCS.c.generation,
+        )
+        stmt = sa.select(*cols).where(DOCS.c.state.not_in(_FAILURE_EXCLUDED)).order_by(DOCS.c.id).limit(limit)
+        if run_id is not None:
+            stmt = stmt.where(DOCS.c.run_id == run_id)
+        with self._read() as session:
+            return [dict(r._mapping) for r in session.execute(stmt)]
+
+    def conflicts(self, *, run_id: str | None = None) -> list[dict[str, Any]]:
+        """``koywe_ingest_conflicts`` rows (all columns) in id order, only those of ``run_id`` when given."""
+        stmt = sa.select(CONFLICTS).order_by(CONFLICTS.c.id)
+        if run_id is not None:
+            stmt = stmt.where(CONFLICTS.c.run_id == run_id)
+        with self._read() as session:
+            return [dict(r._mapping) for r in session.execute(stmt)]
+
+    def get(self, pk: int) -> dict[str, Any] | None:
+        """Every column of document ``pk`` as a dict (aware UTC datetimes), or ``None``."""
+        with self._read() as session:
+            row = session.execute(sa.select(DOCS).where(DOCS.c.id == pk)).first()
+        return None if row is None else dict(row._mapping)
+
+    def get_by_reference(self, account_id: str, reference: str) -> dict[str, Any] | None:
+        """As :meth:`get`, by the ``(account_id, reference)`` key."""
+        stmt = sa.select(DOCS).where(DOCS.c.account_id == account_id, DOCS.c.reference == reference)
+        with self._read() as session:
+            row = session.execute(stmt).first()
+        return None if row is None else dict(row._mapping)
+
+    def find_by_reference(self, reference: str, *, account_id: str | None = None) -> dict[str, Any] | None:
+        """The one row with ledger ``reference`` (within ``account_id`` when given); ``None`` when there is
+        none or, without an account, when several accounts use the reference."""
+        if account_id is not None:
+            return self.get_by_reference(str(account_id), reference)
+        stmt = sa.select(DOCS).where(DOCS.c.reference == reference).limit(2)
+        with self._read() as session:
+            rows = session.execute(stmt).all()
+        return dict(rows[0]._mapping) if len(rows) == 1 else None
+
+    def attempts_for(self, pk: int) -> list[dict[str, Any]]:
+        """``koywe_attempts`` rows of document ``pk`` (all columns), oldest first."""
+        stmt = sa.select(ATTEMPTS).where(ATTEMPTS.c.document_pk == pk).order_by(ATTEMPTS.c.id)
+        with self._read() as session:
+            return [dict(r._mapping) for r in session.execute(stmt)]
+
+    def generations_for(self, pk: int) -> list[dict[str, Any]]:
+        """``koywe_document_generations`` records of document ``pk`` (all columns: ``generation``,
+        ``koywe_reference``, ``payload_hash``, the Koywe id and statuses, ``outcome``, ``started_at``,
+        ``ended_at`` …), oldest generation first; ``[]`` when Koywe never said anything about it."""
+        stmt = (
+            sa.select(GENERATIONS).where(GENERATIONS.c.document_pk == pk).order_by(GENERATIONS.c.generation)
+        )
+        with self._read() as session:
+            return [dict(r._mapping) for r in session.execute(stmt)]
+
+    def payload_history_for(self, pk: int) -> list[dict[str, Any]]:
+        """``koywe_payload_history`` rows of document ``pk`` (payloads a correction replaced:
+        ``payload_hash``, ``source``, ``line_no``, ``replaced_at``, ``generation``), oldest first."""
+        stmt = (
+            sa.select(PAYLOAD_HISTORY)
+            .where(PAYLOAD_HISTORY.c.document_pk == pk)
+            .order_by(PAYLOAD_HISTORY.c.id)
+        )
+        with self._read() as session:
+            return [dict(r._mapping) for r in session.execute(stmt)]
+
+    def find_by_koywe_document_id(
+        self, koywe_document_id: str | int, *, include_earlier_generations: bool = False
+    ) -> dict[str, Any] | None:
+        """Every column of the row whose current generation holds Koywe document ``koywe_document_id``,
+        or ``None``. With ``include_earlier_generations`` the row whose earlier generation held it is
+        returned too (its own Koywe columns then describe its current generation, not this id)."""
+        wanted = str(koywe_document_id)
+        with self._read() as session:
+            row = session.execute(sa.select(DOCS).where(DOCS.c.koywe_document_id == wanted)).first()
+            if row is None and include_earlier_generations:
+                holder = (
+                    sa.select(GENERATIONS.c.document_pk)
+                    .where(GENERATIONS.c.koywe_document_id == wanted)
+                    .limit(1)
+                    .scalar_subquery()
+                )
+                row = session.execute(sa.select(DOCS).where(DOCS.c.id == holder)).first()
+        return None if row is None else dict(row._mapping)
+
+    def awaiting_taxbureau(self, *, limit: int = 100_000) -> AwaitingDocuments:
+        """Rows in ``issued``/``draft``/``not_sent`` with a ``koywe_document_id`` and a validation status
+        that is not final (``NULL``, 0 or 1), at most ``limit``: what a polling pass must ask Koywe
+        about."""
+        stmt = (
+            sa.select(DOCS.c.koywe_document_id, DOCS.c.payload)
+            .where(
+                DOCS.c.state.in_(FOLLOWED_STATES),
+                DOCS.c.koywe_document_id.is_not(None),
+                sa.or_(
+                    DOCS.c.taxbureau_validation_status.is_(None),
+                    DOCS.c.taxbureau_validation_status.not_in(_FINAL_VALIDATION),
+                ),
+            )
+            .order_by(DOCS.c.id)
+            .limit(limit)
+        )
+        ids: list[str] = []
+        dates: list[str] = []
+        with self._read() as session:
+            for koywe_id, payload in session.execute(stmt):
+                ids.append(str(koywe_id))
+                header = payload.get("header") if isinstance(payload, dict) else None
+                if isinstance(header, dict) and header.get("issue_date"):
+                    dates.append(str(header["issue_date"])[:10])
+        return AwaitingDocuments(
+            count=len(ids),
+            issue_date_from=min(dates) if dates else None,
+            issue_date_to=max(dates) if dates else None,
+            koywe_document_ids=tuple(ids),
+        )
+
+    def taxbureau_rejections(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """Rows the tax bureau rejected (state ``rejected``, ``last_error_class`` ``taxbureau_rejected``),
+        in id order: ``id, reference, account_id, generation, koywe_document_id, document_number,
+        taxbureau_validation_status, taxbureau_validation_comments``."""
+        stmt = (
+            sa.select(
+                DOCS.c.id,
+                DOCS.c.reference,
+                DOCS.c.account_id,
+                DOCS.c.generation,
+                DOCS.c.koywe_document_id,
+                DOCS.c.document_number,
+                DOCS.c.taxbureau_validation_status,
+                DOCS.c.taxbureau_validation_comments,
+            )
+            .where(
+                DOCS.c.state == DocumentState.REJECTED.value,
+                DOCS.c.last_error_class == TAXBUREAU_REJECTED_CLASS,
+            )
+            .order_by(DOCS.c.id)
+            .limit(limit)
+        )
+        with self._read() as session:
+            return [dict(r._mapping) for r in session.execute(stmt)]
+
+
+__all__ = ["FOLLOWED_STATES", "AwaitingDocuments", "QueriesMixin"]
