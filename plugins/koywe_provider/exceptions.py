@@ -7,6 +7,8 @@ tokens or document payloads.
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.exceptions import AirflowException
 
 
@@ -34,8 +36,9 @@ class KoyweRejectedError(KoyweError):
     """Koywe refused the request for good: HTTP 400, or a 2xx whose ``result.status`` is not 0.
 
     Permanent until the payload is fixed. ``error_message`` is Koywe's text; ``result_status`` is the
-    document's ``result.status`` (``None`` for a 400); ``response`` is the parsed body when there was one
-    (a ``result.status == 2`` document exists at Koywe and has a ``document_id``).
+    document's ``result.status`` (``None`` for a 400); ``response`` is the typed document
+    (:class:`~koywe_provider.models.answers.DocumentAnswer`) when Koywe answered one, else the parsed
+    error body (``dict``) or ``None``.
     """
 
     def __init__(
@@ -45,7 +48,7 @@ class KoyweRejectedError(KoyweError):
         status_code: int | None = None,
         error_message: str = "",
         result_status: int | None = None,
-        response: dict | None = None,
+        response: Any = None,
     ) -> None:
         super().__init__(message, status_code=status_code)
         self.error_message = error_message

@@ -15,14 +15,11 @@ from koywe_provider.exceptions import (
     KoyweRejectedError,
     KoyweTransientError,
 )
-from koywe_provider.hooks.koywe import (
-    KoyweHook,
-    documents_in_page,
-    merge_internal_reference,
-    next_page,
-    parse_retry_after,
-)
+from koywe_provider.hooks.koywe import KoyweHook, parse_retry_after
 from koywe_provider.hooks.token_store import CachedToken, MemoryTokenStore
+from koywe_provider.models.answers import DocumentAnswer, DocumentPage
+from koywe_provider.models.references import merge_internal_reference
+from koywe_provider.models.statuses import DocumentStatus
 
 
 def hook_for(conn_id: str, store: MemoryTokenStore | None = None) -> KoyweHook:
@@ -35,14 +32,14 @@ def test_one_auth_for_many_calls_and_hooks(koywe_conn, clean_sandbox, factura):
     hook = hook_for(conn_id, store)
     for i in range(5):
         doc = hook.create_document(factura(), reference=f"REF-{i}")
-        assert doc["document_id"]
+        assert isinstance(doc, DocumentAnswer) and doc.document_id
     assert len(list(hook.list_documents())) == 5
     # another hook in the same process, and one in a "new process" that only shares the store
-    hook_for(conn_id, store).get_document(doc["document_id"])
+    hook_for(conn_id, store).get_document(doc.document_id)
     from koywe_provider.hooks import koywe as hook_module
 
     hook_module._process_tokens.clear()
-    hook_for(conn_id, store).get_document(doc["document_id"])
+    hook_for(conn_id, store).get_document(doc.document_id)
     assert clean_sandbox.stats()["auth_calls"] == 1
 
 
@@ -199,7 +196,7 @@ def test_list_documents_paginates_every_envelope(envelope, koywe_conn, factura):
             hook.create_document(factura(), reference=f"P-{i}")
         docs = list(hook.list_documents(per_page=10))
         assert len(docs) == 23
-        assert len({d["document_id"] for d in docs}) == 23
+        assert len({d.document_id for d in docs}) == 23
         assert sb.stats()["list_calls"] == 3
 
 
@@ -245,8 +242,9 @@ def test_status_update_and_accounts(koywe_conn, clean_sandbox, factura):
     draft = factura()
     draft["options"] = {"draft_only": True}
     doc = hook.create_document(draft, reference="DRAFT-1")
-    updated = hook.update_document_status(doc["document_id"], 1)
-    assert str(updated.get("document_status", updated.get("header", {}).get("document_status"))) == "1"
+    assert doc.document_status is DocumentStatus.DRAFT
+    updated = hook.update_document_status(doc.document_id, 1)
+    assert updated.document_status is DocumentStatus.ISSUED
     account_id = hook.create_account(
         {
             "country_id": 253,
@@ -263,7 +261,7 @@ def test_status_update_and_accounts(koywe_conn, clean_sandbox, factura):
             "registration_additional_data": {"certificate_file": "UEZYLi4u", "certificate_password": "pfx"},
         }
     )
-    assert hook.get_account(account_id)
+    assert hook.get_account(account_id).account_id == account_id
 
 
 # --- pure functions -----------------------------------------------------------------------------
@@ -274,17 +272,19 @@ def test_envelopes_and_next_page():
         "page_count": 3,
         "page": 1,
     }
-    assert documents_in_page(hal) == [{"document_id": 1}]
-    assert next_page(hal, 1) is None  # HAL without _links.next
+    page = DocumentPage.parse(hal, 1)
+    assert [d.document_id for d in page.documents] == ["1"]
+    assert page.next_page is None  # HAL without _links.next
     hal["_links"]["next"] = {"href": "?page=2"}
-    assert next_page(hal, 1) == 2
-    assert next_page({**hal, "page_count": 1}, 1) is None
+    assert DocumentPage.parse(hal, 1).next_page == 2
+    assert DocumentPage.parse({**hal, "page_count": 1}, 1).next_page is None
     flat = {"documents": [{"document_id": 1}], "page_count": 2}
-    assert next_page(flat, 1) == 2 and next_page(flat, 2) is None
+    assert DocumentPage.parse(flat, 1).next_page == 2 and DocumentPage.parse(flat, 2).next_page is None
     data = {"data": [{"document_id": 1}], "pagination": {"total": 15, "per_page": 10, "current_page": 1}}
-    assert next_page(data, 1) == 2
-    assert next_page({**data, "pagination": {"total": 15, "per_page": 10, "current_page": 2}}, 2) is None
-    assert next_page({"documents": []}, 1) is None
+    assert DocumentPage.parse(data, 1).next_page == 2
+    last = {**data, "pagination": {"total": 15, "per_page": 10, "current_page": 2}}
+    assert DocumentPage.parse(last, 2).next_page is None
+    assert DocumentPage.parse({"documents": []}, 1).next_page is None
 
 
 def test_parse_retry_after():
@@ -305,6 +305,13 @@ def test_merge_internal_reference_is_idempotent():
     assert merge_internal_reference(
         {"references": [{"reference_code": "05", "reference_number": "X-1"}]}, "X-1"
     )["references"] == [{"reference_code": "05", "reference_number": "X-1"}]
+    # a later generation replaces the earlier generation's internal reference, keeping the others
+    own = {"reference_code": "801", "reference_number": "OC-7"}
+    second = merge_internal_reference({"references": [own, *once["references"]]}, "X-1~2")
+    assert second["references"] == [
+        own,
+        {"reference_code": 5, "reference_number": "X-1~2", "description": "Internal transaction ID"},
+    ]
 
 
 def test_cached_token_repr_hides_the_token():

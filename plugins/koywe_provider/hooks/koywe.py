@@ -9,18 +9,18 @@ result or one specific exception (:mod:`koywe_provider.exceptions`). Sources: Ko
 
 from __future__ import annotations
 
-import copy
 import email.utils
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
 import requests
-from airflow.providers.http.hooks.http import HttpHook, _is_connect_failure
+from airflow.providers.http.hooks.http import HttpHook
 from requests import Response, Session
+from urllib3.exceptions import ConnectTimeoutError
 
 from koywe_provider import KOYWE_DEFAULT_BASE_URL, __version__
 from koywe_provider.exceptions import (
@@ -33,16 +33,35 @@ from koywe_provider.exceptions import (
     KoyweRejectedError,
     KoyweTransientError,
 )
-from koywe_provider.hooks.rate_limit import RateLimiter, limiter_for
-from koywe_provider.hooks.token_store import CachedToken, TokenStore, VariableTokenStore, variable_key
+from koywe_provider.hooks.rate_budget import (
+    RateBudget,
+    budget_for,
+    budget_key,
+    rate_limit_max_wait_from_config,
+    rate_limit_wait_seconds,
+)
+from koywe_provider.hooks.token_store import (
+    CachedToken,
+    SharedLockVariableTokenStore,
+    TokenStore,
+    token_store_for,
+    variable_key,
+)
+from koywe_provider.models.answers import (
+    LIST_PAGE_SIZE,
+    AccountAnswer,
+    AuthAnswer,
+    DocumentAnswer,
+    DocumentPage,
+    ErrorBody,
+)
+from koywe_provider.models.references import INTERNAL_REFERENCE_CODE, merge_internal_reference
+from koywe_provider.models.statuses import ResultStatus
 
-INTERNAL_REFERENCE_CODE = 5
-INTERNAL_REFERENCE_DESCRIPTION = "Internal transaction ID"
 DEFAULT_REQUESTS_PER_SECOND = 5.0
 DEFAULT_TIMEOUT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 TOKEN_REFRESH_MARGIN_SECONDS = 300.0
-LIST_PAGE_SIZE = 100
 
 # Connection extras that configure the hook; they must never become HTTP headers (HttpHook turns
 # unknown extras into headers, which would send the client secret with every request).
@@ -61,18 +80,6 @@ def _extra(extra: dict, name: str) -> Any:
     return value
 
 
-def koywe_error_message(body: Any) -> str:
-    """Koywe's error text from ``{"error"|"message"|"error_message"|"error_description": …}`` (API_NOTES)."""
-    if isinstance(body, dict):
-        for key in ("error", "message", "error_message", "error_description"):
-            if body.get(key):
-                return str(body[key])
-        result = body.get("result")
-        if isinstance(result, dict) and result.get("error_message"):
-            return str(result["error_message"])
-    return ""
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds (delta-seconds or an HTTP date); ``None`` when absent or unreadable."""
     if not value:
@@ -88,86 +95,16 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def merge_internal_reference(payload: dict, reference: str) -> dict:
-    """Return a copy of ``payload`` whose ``references[]`` carries the internal transaction id.
-
-    Adds ``{reference_code: 5, reference_number: reference, description: "Internal transaction ID"}``
-    (seed ``000_…``, "Prevent duplicates using reference field") unless an entry with code 5 and the
-    same number is already there; the document's own references are kept in order.
-    """
-    merged = copy.deepcopy(payload)
-    references = list(merged.get("references") or [])
-    for ref in references:
-        if _is_internal(ref) and str(ref.get("reference_number")) == reference:
-            break
-    else:
-        references.append(
-            {
-                "reference_code": INTERNAL_REFERENCE_CODE,
-                "reference_number": reference,
-                "description": INTERNAL_REFERENCE_DESCRIPTION,
-            }
-        )
-    merged["references"] = references
-    return merged
-
-
-def _is_internal(ref: Any) -> bool:
-    if not isinstance(ref, dict):
+def _matches_reference(document: DocumentAnswer, reference_number: str, account_id: str | None) -> bool:
+    """Whether a listed document really is the one asked for: of ``account_id`` (when both say) and,
+    when Koywe returns the document's references (full documents do, flat list items do not), carrying
+    the internal reference ``reference_number``."""
+    owner = document.owner_account_id
+    if account_id is not None and owner is not None and owner != str(account_id):
         return False
-    code = str(ref.get("reference_code", "")).strip().lstrip("0")
-    return code == str(INTERNAL_REFERENCE_CODE)
-
-
-def documents_in_page(body: Any) -> list[dict]:
-    """The documents of one ``GET /documents`` page, whatever the envelope.
-
-    Accepts the three envelopes in API_NOTES: HAL ``{_embedded: {documents: […]}}``, flat
-    ``{documents: […]}`` and ``{data: […]}``; a bare list is accepted too.
-    """
-    if isinstance(body, list):
-        return body
-    if not isinstance(body, dict):
-        return []
-    if isinstance(body.get("_embedded"), dict):
-        return list(body["_embedded"].get("documents") or [])
-    for key in ("documents", "data"):
-        if isinstance(body.get(key), list):
-            return list(body[key])
-    return []
-
-
-def next_page(body: Any, page: int) -> int | None:
-    """Number of the page after ``page``, or ``None`` when ``body`` was the last one.
-
-    Stops on an empty page, when ``page >= page_count``, when a HAL ``_links`` has no ``next``, or
-    when the ``{data, pagination: {total, per_page, current_page}}`` envelope is exhausted.
-    """
-    if not documents_in_page(body) or not isinstance(body, dict):
-        return None
-    if body.get("page_count") is not None and page >= int(body["page_count"]):
-        return None
-    links = body.get("_links")
-    if isinstance(links, dict) and "_embedded" in body and not links.get("next"):
-        return None
-    pagination = body.get("pagination")
-    if isinstance(pagination, dict) and pagination.get("total") is not None:
-        per_page = int(pagination.get("per_page") or LIST_PAGE_SIZE)
-        current = int(pagination.get("current_page") or page)
-        if current * per_page >= int(pagination["total"]):
-            return None
-    return page + 1
-
-
-def document_references(document: dict) -> list[dict]:
-    refs = document.get("references")
-    return [r for r in refs if isinstance(r, dict)] if isinstance(refs, list) else []
-
-
-def document_account_id(document: dict) -> str | None:
-    header = document.get("header") if isinstance(document.get("header"), dict) else {}
-    value = header.get("account_id", document.get("account_id"))
-    return None if value is None else str(value)
+    if document.references:
+        return reference_number in document.internal_references
+    return True
 
 
 class KoyweHook(HttpHook):
@@ -181,8 +118,11 @@ class KoyweHook(HttpHook):
     :param token_store: where the token is shared between processes; default the Airflow Variable
         ``koywe_token__<conn_id>`` (inject :class:`~koywe_provider.hooks.token_store.MemoryTokenStore`
         outside a running task).
-    :param parallel_clients: how many processes share the connection's rate at once (the slots of the
-        pool that runs Koywe calls); this process keeps ``requests_per_second / parallel_clients``.
+    :param shared_state_url: where the deployment-wide rate budget lives (``sqlite:///…``,
+        ``postgresql://…``, ``redis://…``, ``memory://`` for scripts and unit tests). Default: Airflow
+        config ``[koywe] shared_state_url``, else the ledger's database (connection ``koywe_ledger``,
+        else ``$AIRFLOW_HOME/koywe_ledger.db``), so every task, worker and host that shares the ledger
+        shares one budget of the connection's ``requests_per_second`` per Koywe API user.
 
     Every method raises one of: :class:`KoyweConfigurationError` (bad or placeholder credentials, nothing
     sent), :class:`KoyweAuthError`, :class:`KoyweRejectedError` (400, or ``result.status != 0``),
@@ -202,13 +142,15 @@ class KoyweHook(HttpHook):
         koywe_conn_id: str = default_conn_name,
         *,
         token_store: TokenStore | None = None,
-        parallel_clients: int = 1,
+        shared_state_url: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(method="GET", http_conn_id=koywe_conn_id, **kwargs)
         self.koywe_conn_id = koywe_conn_id
-        self.token_store: TokenStore = token_store or VariableTokenStore(variable_key(koywe_conn_id))
-        self.parallel_clients = max(1, int(parallel_clients))
+        self._token_store = token_store
+        self._shared_state_url = shared_state_url
+        self._consecutive_429s = 0
+        self._reserved = 0  # budget tokens taken ahead by reserve_request() for the next requests
         self._session: Session | None = None
         self.calls = 0  # HTTP requests this hook sent (auth included); cheap observability for reports
 
@@ -251,8 +193,85 @@ class KoyweHook(HttpHook):
         return float(value) if value not in (None, "") else DEFAULT_TIMEOUT_SECONDS
 
     @cached_property
-    def limiter(self) -> RateLimiter:
-        return limiter_for(self.koywe_conn_id, self.requests_per_second / self.parallel_clients)
+    def token_store(self) -> TokenStore:
+        """Where the token is shared: the injected store, else the Airflow Variable
+        ``koywe_token__<conn_id>`` bound to this connection's base URL and API user (a token cached for
+        another one is never used), renewed under the shared store's lock (one login per token life
+        for the whole deployment)."""
+        if self._token_store is not None:
+            return self._token_store
+        base_url, api_user = self._owner()
+        lock_store = token_store_for(self.shared_state_url, base_url=base_url, api_user=api_user)
+        return SharedLockVariableTokenStore(
+            variable_key(self.koywe_conn_id), lock_store=lock_store, base_url=base_url, api_user=api_user
+        )
+
+    def _owner(self) -> tuple[str, str]:
+        if not getattr(self, "base_url", None):
+            self._set_base_url(self.connection)
+        return self.base_url, self._credentials["username"]
+
+    @cached_property
+    def shared_state_url(self) -> str:
+        """The store of the rate budget (see the class docstring); read at run time, never at parse time."""
+        if self._shared_state_url:
+            return self._shared_state_url
+        from airflow.sdk import conf
+
+        configured = conf.get("koywe", "shared_state_url", fallback="")
+        if configured:
+            return configured
+        from koywe_provider.hooks.ledger import KoyweLedgerHook
+
+        return KoyweLedgerHook(conf.get("koywe", "ledger_conn_id", fallback="koywe_ledger")).get_url()
+
+    @cached_property
+    def budget(self) -> RateBudget:
+        """The deployment-wide budget of this connection's API user (``requests_per_second``)."""
+        base_url, api_user = self._owner()
+        return budget_for(self.shared_state_url, budget_key(base_url, api_user), self.requests_per_second)
+
+    def reserve_request(self, *, timeout: float | None = None) -> float:
+        """Take one token of the shared budget now, for the next request this hook sends (which then
+        takes none). A fenced send takes its token first, then checks its lease, then sends, so no
+        budget wait can fall between the lease check and the POST.
+
+        :param timeout: seconds at most to wait for the token.
+        :return: seconds waited.
+        :raises RateBudgetTimeout: no token within ``timeout`` (``retry_after``: when one may come).
+        """
+        waited = self.budget.acquire(timeout=timeout)
+        self._reserved += 1
+        return waited
+
+    def release_reservation(self) -> None:
+        """Give up a token taken by :meth:`reserve_request` that no request used (it is not refunded to
+        the budget: the budget only ever errs on the side of fewer requests)."""
+        self._reserved = max(0, self._reserved - 1)
+
+    def pause_for_rate_limit(self, err: KoyweRateLimitedError, *, rng: Any = None) -> float:
+        """After a 429: pause the shared budget for every process, ``max(30 s, Retry-After)`` doubling per
+        consecutive 429 with jitter, capped by ``[koywe] rate_limit_max_wait_seconds`` (default 900 s;
+        seed ``000_…``). Returns the wait in seconds."""
+        import random
+
+        from airflow.sdk import conf
+
+        self._consecutive_429s += 1
+        wait = rate_limit_wait_seconds(
+            err.retry_after,
+            self._consecutive_429s,
+            floor=conf.getfloat("koywe", "rate_limit_min_wait_seconds", fallback=30.0),
+            cap=rate_limit_max_wait_from_config(),
+            rng=rng or random.Random(),
+        )
+        self.budget.pause(wait)
+        self.log.warning(
+            "Koywe answered 429 (%d in a row); the shared rate budget pauses %.0f s for every task",
+            self._consecutive_429s,
+            wait,
+        )
+        return wait
 
     def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None):
         """One ``requests.Session`` per hook (keep-alive across calls), without the Koywe extras as headers."""
@@ -299,14 +318,16 @@ class KoyweHook(HttpHook):
         key = self._token_key
         with _auth_lock:
             cached = _process_tokens.get(key)
-            if cached and cached.access_token != failed and cached.seconds_left() > min_seconds_left:
+            if cached and cached.usable(rejected=failed, min_seconds_left=min_seconds_left):
                 return cached
             stored = self.token_store.load()
-            if stored and stored.access_token != failed and stored.seconds_left() > min_seconds_left:
+            if stored and stored.usable(rejected=failed, min_seconds_left=min_seconds_left):
                 self._remember(key, stored)
                 return stored
-            token = self._authenticate()
-            self.token_store.save(token)
+            # Single flight: under the store's lock, the first to come logs in; the others find its token.
+            token = self.token_store.renew(
+                self._authenticate, rejected=failed, min_seconds_left=min_seconds_left
+            )
             self._remember(key, token)
             return token
 
@@ -322,16 +343,18 @@ class KoyweHook(HttpHook):
         if response.status_code in (400, 401, 403):
             raise KoyweAuthError(
                 f"Koywe refused the credentials of connection {self.koywe_conn_id!r} "
-                f"(HTTP {response.status_code}: {koywe_error_message(self._json(response))})",
+                f"(HTTP {response.status_code}: {ErrorBody.of(self._json(response)).text})",
                 status_code=response.status_code,
             )
         data = self._classify(response, "POST", "auth")
-        if not isinstance(data, dict) or not data.get("access_token"):
+        try:
+            answer = AuthAnswer.model_validate(data)
+        except ValueError:
             raise KoyweAuthError(
                 "POST /auth answered without an access_token", status_code=response.status_code
-            )
+            ) from None
         self.log.info("Authenticated with Koywe as connection %s", self.koywe_conn_id)
-        return CachedToken.from_auth_response(data)
+        return CachedToken.from_auth_answer(answer)
 
     def forget_token(self) -> None:
         """Drop this process's cached token (the shared store is left alone)."""
@@ -351,7 +374,10 @@ class KoyweHook(HttpHook):
         """Send one paced request; map ``requests`` failures to Koywe exceptions (never retries)."""
         headers = {"Authorization": f"Bearer {token}"} if authenticated else {}
         self.method = method
-        self.limiter.acquire()
+        if self._reserved:
+            self._reserved -= 1
+        else:
+            self.budget.acquire()
         self.calls += 1
         extra_options = {"check_response": False, "timeout": (CONNECT_TIMEOUT_SECONDS, self.timeout)}
         try:
@@ -361,7 +387,7 @@ class KoyweHook(HttpHook):
         except requests.exceptions.ConnectTimeout as err:
             raise KoyweTransientError(f"{method} /{endpoint}: could not connect to Koywe ({err})") from err
         except requests.exceptions.ConnectionError as err:
-            if _is_connect_failure(err) or _refused(err) or method == "GET":
+            if _never_connected(err) or method == "GET":
                 raise KoyweTransientError(f"{method} /{endpoint}: connection failed ({err})") from err
             raise KoyweOutcomeUnknownError(
                 f"{method} /{endpoint}: connection dropped after the request was sent; Koywe may have "
@@ -388,12 +414,13 @@ class KoyweHook(HttpHook):
         body = self._json(response)
         what = f"{method} /{endpoint}"
         if 200 <= status < 300:
+            self._consecutive_429s = 0
             if body is None and response.content:
                 if method == "GET":
                     raise KoyweTransientError(f"{what}: unreadable {status} answer", status_code=status)
                 raise KoyweOutcomeUnknownError(f"{what}: unreadable {status} answer", status_code=status)
             return body
-        message = koywe_error_message(body) or response.reason or ""
+        message = ErrorBody.of(body).text or response.reason or ""
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise KoyweRateLimitedError(f"{what}: rate limited by Koywe ({message})", retry_after=retry_after)
@@ -431,51 +458,100 @@ class KoyweHook(HttpHook):
     # --- documents -----------------------------------------------------------------------------
     def create_document(
         self, payload: dict, *, reference: str | None = None, generate_stamp: bool = False
-    ) -> dict:
-        """``POST /documents``: issue one document; returns Koywe's ``Document``.
+    ) -> DocumentAnswer:
+        """``POST /documents``: issue one document; returns Koywe's ``Document`` typed.
 
         :param payload: the Koywe document (``header``, ``details``, ``references``, ``totals``, ``options``).
-        :param reference: the internal transaction id, merged into ``references[]`` with code 5.
-        :raises KoyweRejectedError: HTTP 400, or 2xx with ``result.status != 0`` (``response`` carries
-            the document Koywe created, e.g. ``result.status == 2``: generated, not sent to the tax bureau).
+        :param reference: the Koywe reference (internal transaction id of this generation,
+            :func:`~koywe_provider.models.references.koywe_reference`), merged into ``references[]``
+            with code 5 in place of any other internal reference.
+        :return: the document, with ``result.status`` 0 (OK) or 2 (``NOT_SENT``: generated but not sent
+            to the tax bureau yet; it exists, follow it, never issue it again).
+        :raises KoyweRejectedError: HTTP 400, or ``result.status`` 1 or any other value
+            (``response`` carries the typed document when Koywe returned one).
+        :raises KoyweOutcomeUnknownError: a 2xx without ``document_id`` (e.g. ``200 {"error": …}``):
+            Koywe may or may not hold the document; look it up before sending again.
         """
         body = merge_internal_reference(payload, reference) if reference else payload
         params = {"generate_stamp": 1} if generate_stamp else None
-        document = self.call("POST", "documents", json=body, params=params)
-        if not isinstance(document, dict):
+        answer = self.call("POST", "documents", json=body, params=params)
+        if not isinstance(answer, dict):
             raise KoyweOutcomeUnknownError("POST /documents: the answer is not a document")
-        result = document.get("result") if isinstance(document.get("result"), dict) else {}
-        result_status = result.get("status", 0)
-        if result_status not in (0, "0", None):
-            message = str(result.get("error_message") or "")
+        document = DocumentAnswer.from_any(answer)
+        status = document.result_status
+        if status not in (None, ResultStatus.OK, ResultStatus.NOT_SENT):
+            message = document.result.error_message or ErrorBody.of(answer).text
             raise KoyweRejectedError(
-                f"POST /documents: Koywe answered result.status {result_status}: {message}",
+                f"POST /documents: Koywe answered result.status {int(status)}: {message}",
                 status_code=200,
                 error_message=message,
-                result_status=int(result_status),
+                result_status=int(status),
                 response=document,
+            )
+        if document.document_id is None:
+            message = ErrorBody.of(answer).text or "no document_id"
+            raise KoyweOutcomeUnknownError(
+                f"POST /documents: Koywe answered 2xx without a document_id ({message}); the document may "
+                f"or may not exist"
             )
         return document
 
-    def get_document(self, document_id: str | int) -> dict:
+    def get_document(self, document_id: str | int) -> DocumentAnswer:
         """``GET /documents/{document_id}``; raises :class:`KoyweNotFoundError` when absent."""
-        return self.call("GET", f"documents/{document_id}")
+        return self._document_answer(self.call("GET", f"documents/{document_id}"), f"documents/{document_id}")
 
-    def list_documents(self, **filters: Any) -> Iterator[dict]:
+    async def aget_document(self, document_id: str | int) -> DocumentAnswer:
+        """Async twin of :meth:`get_document` (triggers)."""
+        body = await self.acall("GET", f"documents/{document_id}")
+        return self._document_answer(body, f"documents/{document_id}")
+
+    @staticmethod
+    def _document_answer(body: Any, endpoint: str) -> DocumentAnswer:
+        if not isinstance(body, dict):
+            raise KoyweTransientError(f"GET /{endpoint}: the answer is not a document")
+        return DocumentAnswer.from_any(body)
+
+    @staticmethod
+    def _list_params(filters: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        params.setdefault("per_page", LIST_PAGE_SIZE)
+        return params, int(params.pop("page", 1))
+
+    def list_documents(self, **filters: Any) -> Iterator[DocumentAnswer]:
         """``GET /documents`` with ``filters``, every page (100 per page unless ``per_page`` is given).
 
         Filters (Koywe names): ``issue_date_from``, ``issue_date_to``, ``document_type_id``,
         ``document_number``, ``receiver_tax_id_code``, ``taxbureau_sending_status``,
         ``taxbureau_validation_status``, ``reference_code``, ``reference_number``, ``order_by``.
-        Yields documents lazily, one request per page.
+        Yields typed documents lazily, one request per page, whatever the envelope
+        (:class:`~koywe_provider.models.answers.DocumentPage`).
         """
-        params = {k: v for k, v in filters.items() if v is not None}
-        params.setdefault("per_page", LIST_PAGE_SIZE)
-        page: int | None = int(params.pop("page", 1))
-        while page is not None:
-            body = self.call("GET", "documents", params={**params, "page": page})
-            yield from documents_in_page(body)
-            page = next_page(body, page)
+        params, page = self._list_params(filters)
+        next_page: int | None = page
+        while next_page is not None:
+            parsed = self._page(
+                self.call("GET", "documents", params={**params, "page": next_page}), next_page
+            )
+            yield from parsed.documents
+            next_page = parsed.next_page
+
+    async def alist_documents(self, **filters: Any) -> AsyncIterator[DocumentAnswer]:
+        """Async twin of :meth:`list_documents` (the deferrable sensor's trigger)."""
+        params, page = self._list_params(filters)
+        next_page: int | None = page
+        while next_page is not None:
+            body = await self.acall("GET", "documents", params={**params, "page": next_page})
+            parsed = self._page(body, next_page)
+            for document in parsed.documents:
+                yield document
+            next_page = parsed.next_page
+
+    @staticmethod
+    def _page(body: Any, page: int) -> DocumentPage:
+        try:
+            return DocumentPage.parse(body, page)
+        except TypeError as err:
+            raise KoyweTransientError(f"GET /documents: {err}") from err
 
     def find_documents_by_reference(
         self,
@@ -483,35 +559,85 @@ class KoyweHook(HttpHook):
         reference_code: int = INTERNAL_REFERENCE_CODE,
         *,
         account_id: str | int | None = None,
-    ) -> list[dict]:
+    ) -> list[DocumentAnswer]:
         """Documents carrying ``references[]`` entry (``reference_code``, ``reference_number``).
 
         ``GET /documents?reference_code=…&reference_number=…`` (seed ``000_…``), every page, kept only
         when the document is of ``account_id`` (when given) and, when Koywe returns the document's
-        references, when one of them really matches. More than one result is a duplicate.
+        references, when one of them really matches. More than one result is a duplicate. Whether a
+        match has OUR content is the caller's question (:class:`~koywe_provider.models.answers.DocumentContent`).
         """
-        found = []
-        for document in self.list_documents(reference_code=reference_code, reference_number=reference_number):
-            doc_account = document_account_id(document)
-            if account_id is not None and doc_account is not None and doc_account != str(account_id):
-                continue
-            refs = document_references(document)
-            if refs and not any(
-                str(r.get("reference_number")) == str(reference_number)
-                and str(r.get("reference_code", "")).lstrip("0") == str(reference_code).lstrip("0")
-                for r in refs
-            ):
-                continue
-            found.append(document)
+        account = None if account_id is None else str(account_id)
+        return [
+            document
+            for document in self.list_documents(
+                reference_code=reference_code, reference_number=reference_number
+            )
+            if _matches_reference(document, str(reference_number), account)
+        ]
+
+    def get_documents(
+        self,
+        document_ids: Iterable[str | int],
+        *,
+        issue_date_from: str | None = None,
+        issue_date_to: str | None = None,
+    ) -> dict[str, DocumentAnswer]:
+        """The documents ``document_ids`` by id (absent ones are missing from the result).
+
+        With an issue-date window (``YYYY-MM-DD``) one ``GET /documents`` per 100 documents of the window
+        (seeds ``001_…``/``002_…``: batch reads, never one call per document); without one, one
+        ``GET /documents/{id}`` each (meant for a handful). Raises as :meth:`call`.
+        """
+        wanted = [str(d) for d in dict.fromkeys(str(i) for i in document_ids)]
+        if not (issue_date_from or issue_date_to):
+            return {doc_id: self.get_document(doc_id) for doc_id in wanted}
+        window = {"issue_date_from": issue_date_from, "issue_date_to": issue_date_to}
+        found = {}
+        for document in self.list_documents(**window):
+            if document.document_id in wanted:
+                found[document.document_id] = document
         return found
 
-    def update_document_status(self, document_id: str | int, document_status: int | str) -> dict:
+    async def aget_documents(
+        self,
+        document_ids: Iterable[str | int],
+        *,
+        issue_date_from: str | None = None,
+        issue_date_to: str | None = None,
+    ) -> dict[str, DocumentAnswer]:
+        """Async twin of :meth:`get_documents` (the deferrable sensor's trigger)."""
+        wanted = [str(d) for d in dict.fromkeys(str(i) for i in document_ids)]
+        if not (issue_date_from or issue_date_to):
+            return {doc_id: await self.aget_document(doc_id) for doc_id in wanted}
+        found = {}
+        async for document in self.alist_documents(
+            issue_date_from=issue_date_from, issue_date_to=issue_date_to
+        ):
+            if document.document_id in wanted:
+                found[document.document_id] = document
+        return found
+
+    def update_document_status(self, document_id: str | int, document_status: int | str) -> DocumentAnswer:
         """``PUT /documents/{id}`` with ``{"document_status": "1"|"2"}`` (seed ``004_…``).
 
         ``1`` issues a Chile draft, ``2`` cancels a Mexico invoice; Koywe answers 400 ``Cannot update a
-        signed document`` otherwise (:class:`KoyweRejectedError`).
+        signed document`` otherwise (:class:`KoyweRejectedError`). Returns the document AS KOYWE ANSWERED
+        (a Mexico cancellation may still be waiting for the receiver's acceptance); when the answer is
+        not a document, the document is read back with ``GET /documents/{id}``.
         """
-        return self.call("PUT", f"documents/{document_id}", json={"document_status": str(document_status)})
+        endpoint = f"documents/{document_id}"
+        answer = self.call("PUT", endpoint, json={"document_status": str(document_status)})
+        if isinstance(answer, dict) and (answer.get("document_id") is not None or "header" in answer):
+            document = DocumentAnswer.from_any(answer)
+            if document.document_status is not None:
+                return document
+        return self.get_document(document_id)
+
+    def delete_document(self, document_id: str | int) -> None:
+        """``DELETE /documents/{id}``: deletes a draft (Koywe refuses any other document with a 400,
+        :class:`KoyweRejectedError`)."""
+        self.call("DELETE", f"documents/{document_id}")
 
     # --- webhooks ------------------------------------------------------------------------------
     def create_webhook_subscription(
@@ -546,7 +672,6 @@ class KoyweHook(HttpHook):
         no login happens while the cached token is valid); one token refresh on 401.
         Raises the exceptions of :meth:`call` (a GET never raises :class:`KoyweOutcomeUnknownError`).
         """
-        import asyncio
 
         import httpx
         from asgiref.sync import sync_to_async
@@ -555,6 +680,7 @@ class KoyweHook(HttpHook):
             if not getattr(self, "base_url", None):
                 self._set_base_url(self.connection)
             token = self._token(min_seconds_left=TOKEN_REFRESH_MARGIN_SECONDS, failed=failed)
+            self.budget  # opened here, off the event loop  # noqa: B018
             return self.base_url, token.access_token
 
         base_url, token = await sync_to_async(prepare, thread_sensitive=False)(None)
@@ -562,7 +688,7 @@ class KoyweHook(HttpHook):
         timeout = httpx.Timeout(self.timeout, connect=CONNECT_TIMEOUT_SECONDS)
         async with httpx.AsyncClient(timeout=timeout, headers=headers, trust_env=False) as client:
             for attempt in range(2):
-                await asyncio.to_thread(self.limiter.acquire)
+                await self.budget.aacquire()
                 self.calls += 1
                 try:
                     response = await client.request(
@@ -584,27 +710,39 @@ class KoyweHook(HttpHook):
 
     # --- accounts ------------------------------------------------------------------------------
     def create_account(self, payload: dict) -> str:
-        """``POST /accounts`` (seed ``003_…``); returns the new ``account_id`` as a string."""
-        body = self.call("POST", "accounts", json=payload)
-        if not isinstance(body, dict) or body.get("account_id") in (None, ""):
-            raise KoyweOutcomeUnknownError("POST /accounts answered without an account_id")
-        return str(body["account_id"])
+        """``POST /accounts`` (seed ``003_…``); returns the new ``account_id`` as a string.
 
-    def get_account(self, account_id: str | int) -> dict:
-        """``GET /accounts/{account_id}``; raises :class:`KoyweNotFoundError` when absent."""
-        return self.call("GET", f"accounts/{account_id}")
+        :raises KoyweOutcomeUnknownError: a 2xx without ``account_id`` (the account may exist).
+        """
+        body = self.call("POST", "accounts", json=payload)
+        answer = AccountAnswer.model_validate(body) if isinstance(body, dict) else AccountAnswer()
+        if answer.account_id is None:
+            raise KoyweOutcomeUnknownError("POST /accounts answered without an account_id")
+        return answer.account_id
+
+    def get_account(self, account_id: str | int) -> AccountAnswer:
+        """``GET /accounts/{account_id}`` typed (every field kept); raises :class:`KoyweNotFoundError`."""
+        body = self.call("GET", f"accounts/{account_id}")
+        if not isinstance(body, dict):
+            raise KoyweTransientError(f"GET /accounts/{account_id}: the answer is not an account")
+        return AccountAnswer.model_validate(body)
 
     # --- Airflow UI ----------------------------------------------------------------------------
     def test_connection(self) -> tuple[bool, str]:
-        """Authenticate (one ``POST /auth``) and read one page of documents."""
+        """Authenticate (one ``POST /auth``) and read one page of documents.
+
+        Works outside a task (the UI's "Test" button, ``airflow connections test``): the fresh token is
+        used for this one check and is not written to the Variable store, which only a task can write.
+        """
         try:
             token = self._authenticate()
-            self.token_store.save(token)
-            self._remember(self._token_key, token)
-            body = self.call("GET", "documents", params={"per_page": 1, "page": 1})
+            response = self._send(
+                "GET", "documents", params={"per_page": 1, "page": 1}, token=token.access_token
+            )
+            page = self._page(self._classify(response, "GET", "documents"), 1)
         except KoyweError as err:
             return False, str(err)
-        return True, f"Authenticated; {len(documents_in_page(body))} document(s) readable on the first page"
+        return True, f"Authenticated; {len(page.documents)} document(s) readable on the first page"
 
 
 class _AsyncAnswer:
@@ -621,17 +759,17 @@ class _AsyncAnswer:
         return self._response.json()
 
 
-def _refused(err: requests.exceptions.ConnectionError) -> bool:
-    """True when no connection was ever made (refused, DNS failure): the request was never sent."""
+def _never_connected(err: requests.exceptions.ConnectionError) -> bool:
+    """True when no connection was ever made (connect timeout, refused, DNS failure): the request was
+    never sent, so even a POST is safe to send again."""
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    if isinstance(reason, ConnectTimeoutError):
+        return True
     text = repr(err.args[0]) if err.args else ""
     return any(s in text for s in ("NewConnectionError", "Connection refused", "NameResolutionError"))
 
 
 __all__ = [
-    "INTERNAL_REFERENCE_CODE",
     "KoyweHook",
-    "documents_in_page",
-    "merge_internal_reference",
-    "next_page",
     "parse_retry_after",
 ]

@@ -398,6 +398,28 @@ class VariableTokenStore(_OwnedTokenStore):
         return f"variable:{self.key}"
 
 
+class SharedLockVariableTokenStore(VariableTokenStore):
+    """The Airflow Variable store whose renewal is serialised across processes and hosts through the
+    lock of another store (the deployment's shared state: :class:`SqlTokenStore` on the ledger's
+    database, or :class:`RedisTokenStore`): one ``POST /auth`` per token life for the whole deployment,
+    also when several tasks find the cached token rejected at once. The token itself stays in the
+    Variable ``key``."""
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        lock_store: _OwnedTokenStore,
+        base_url: str | None = None,
+        api_user: str | None = None,
+    ) -> None:
+        super().__init__(key, base_url=base_url, api_user=api_user)
+        self._lock_store = lock_store
+
+    def _shared_lock(self, deadline: float) -> contextlib.AbstractContextManager[None]:
+        return self._lock_store._shared_lock(deadline)
+
+
 def variable_key(conn_id: str) -> str:
     """Name of the Variable caching ``conn_id``'s token: ``koywe_token__<conn_id>``."""
     return f"koywe_token__{conn_id}"
