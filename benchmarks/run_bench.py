@@ -78,7 +78,7 @@ def probe_dag_imports() -> dict:
 
 def probe_ingest(inbox_file: str, ledger_url: str) -> dict:
     """Run in a fresh interpreter: ingest ``inbox_file`` into a new ledger; seconds and peak RSS (MB)."""
-    from koywe_provider.ingest import as_storage_path, read_inbox
+    from koywe_provider.services.ingestion import as_storage_path, read_inbox
     from koywe_provider.ledger import Ledger
 
     ledger = Ledger(ledger_url)
@@ -185,7 +185,7 @@ def baseline(args, inbox: Path, sandbox) -> dict:
 
     from koywe_provider.hooks.koywe import KoyweHook
     from koywe_provider.hooks.token_store import MemoryTokenStore
-    from koywe_provider.ingest import as_storage_path, read_inbox
+    from koywe_provider.services.ingestion import as_storage_path, read_inbox
 
     os.environ["AIRFLOW_CONN_KOYWE_BENCH_BASELINE"] = json.dumps(
         {

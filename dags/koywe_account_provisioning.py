@@ -61,7 +61,7 @@ Onboards companies to Koywe (`POST /accounts`, seed 003), never twice:
 *references* (`conn:…`, `var:…`, `file:…` under `$KOYWE_SECRETS_DIR`) or a `secrets_conn_id`.
 Passwords and certificates never go in the form, the run conf, XComs or logs.
 **Batch**: mode `batch`, `inbox` = a folder (local path or URL) of `*.json`/`*.jsonl` provisioning
-requests (format in `koywe_provider.provisioning`).
+requests (format in `koywe_provider.services.provisioning`).
 """,
     schedule=None,
     start_date=datetime(2026, 1, 1),

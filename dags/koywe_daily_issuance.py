@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from koywe_provider.assets import KOYWE_ISSUED_DOCUMENTS
+from koywe_provider.operators.document_status import KoyweTaxBureauPollOperator
 from koywe_provider.operators.koywe import (
     KoyweAuthOperator,
     KoyweIngestInboxOperator,
@@ -16,7 +16,6 @@ from koywe_provider.operators.koywe import (
     KoyweIssueDocumentsOperator,
     KoywePlanBatchesOperator,
 )
-from koywe_provider.operators.status import KoyweTaxBureauPollOperator
 from koywe_provider.retry_policies import koywe_default_args
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -39,8 +38,8 @@ with DAG(
 Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: the run's date) and
 `dry_run` (validate and record, send nothing).
 """,
-    schedule=os.environ.get("KOYWE_DAILY_ISSUANCE_CRON", "0 6 * * *"),
-    start_date=datetime(2026, 1, 1),
+    # A cron *trigger* without start_date: unpausing creates no run for a past tick nobody asked for.
+    schedule=CronTriggerTimetable(os.environ.get("KOYWE_DAILY_ISSUANCE_CRON", "0 6 * * *"), timezone="UTC"),
     catchup=False,
     max_active_runs=1,
     tags=["koywe", "invoicing"],

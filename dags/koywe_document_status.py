@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, CronTriggerTimetable, Param
 
-from koywe_provider.operators.status import KoyweTaxBureauPollOperator, KoyweUpdateDocumentStatusOperator
+from koywe_provider.assets import KOYWE_DOCUMENT_STATUS
+from koywe_provider.operators.document_status import (
+    KoyweTaxBureauPollOperator,
+    KoyweUpdateDocumentStatusOperator,
+)
 from koywe_provider.retry_policies import koywe_default_args
-from koywe_provider.status import KOYWE_DOCUMENT_STATUS
 
 DEFAULT_ARGS = koywe_default_args()
 
@@ -61,8 +64,10 @@ every ledger row whose validation is not final — one `GET /documents` per 100 
 document — and writes the statuses forwards only. Documents rejected by the tax bureau become
 `rejected` with the bureau's comments (fix them and issue again). Emits `koywe_document_status`.
 """,
-    schedule=os.environ.get("KOYWE_TAXBUREAU_FOLLOWUP_CRON", "*/30 * * * *"),
-    start_date=datetime(2026, 1, 1),
+    # A cron *trigger* without start_date: unpausing creates no run for a past tick nobody asked for.
+    schedule=CronTriggerTimetable(
+        os.environ.get("KOYWE_TAXBUREAU_FOLLOWUP_CRON", "*/30 * * * *"), timezone="UTC"
+    ),
     catchup=False,
     max_active_runs=1,
     tags=["koywe", "invoicing"],

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from koywe_provider.assets import KOYWE_ISSUED_DOCUMENTS
-from koywe_provider.issuance import RETRY_STATES
 from koywe_provider.operators.koywe import (
     KoyweAuthOperator,
     KoyweIssuanceReportOperator,
@@ -16,6 +14,7 @@ from koywe_provider.operators.koywe import (
     KoywePlanBatchesOperator,
 )
 from koywe_provider.retry_policies import koywe_default_args
+from koywe_provider.services.issuance import RETRY_STATES
 
 with DAG(
     dag_id="koywe_retry_failed_documents",
@@ -46,8 +45,10 @@ Settings (Airflow config `[koywe]`): `lease_seconds` (900), `retry_base_seconds`
 `retry_max_seconds` (21600), `max_attempts` (10). Safe next to the daily DAG: rows are claimed
 atomically, so no document is sent twice.
 """,
-    schedule=os.environ.get("KOYWE_RETRY_FAILED_DOCUMENTS_CRON", "*/30 * * * *"),
-    start_date=datetime(2026, 1, 1),
+    # A cron *trigger* without start_date: unpausing creates no run for a past tick nobody asked for.
+    schedule=CronTriggerTimetable(
+        os.environ.get("KOYWE_RETRY_FAILED_DOCUMENTS_CRON", "*/30 * * * *"), timezone="UTC"
+    ),
     catchup=False,
     max_active_runs=1,
     render_template_as_native_obj=True,

@@ -102,6 +102,33 @@ def chile_factura(issue_date: str = "2026-11-20", *, account_id: int = 4201, net
     }
 
 
+def sample_document(
+    country: str, *, document_type_id: int | None = None, issue_date: str | None = None, seed: int = 0
+) -> dict:
+    """A valid generated document of ``country`` (``CL``, ``PE``, ``CO``, ``MX``), of ``document_type_id``
+    when given, dated ``issue_date`` (default today: Peru boletas must carry today's date)."""
+    import datetime as dt
+
+    from koywe_samples.generate import generate_lines
+
+    for line in generate_lines(200, seed=seed, countries=(country,)):
+        document = line["document"]
+        if document_type_id is None or document["header"]["document_type_id"] == document_type_id:
+            document["header"]["issue_date"] = issue_date or dt.date.today().isoformat()
+            return document
+    raise LookupError(f"the generator made no {country} document of type {document_type_id}")
+
+
+def mexico_ingreso(**kwargs) -> dict:
+    """A valid Mexico CFDI de ingreso (Koywe document type 76)."""
+    return sample_document("MX", document_type_id=76, **kwargs)
+
+
+def peru_factura(**kwargs) -> dict:
+    """A valid Peru factura (Koywe document type 96)."""
+    return sample_document("PE", document_type_id=96, **kwargs)
+
+
 def dags_test(env: dict, dag_id: str, conf: dict, outputs: list[str]) -> str:
     """``airflow dags test <dag_id> -c <conf>`` with ``env``; appends the output to ``outputs``; asserts success."""
     from koywe_demo.env import airflow

@@ -9,5 +9,9 @@ from __future__ import annotations
 from airflow.sdk import Asset
 
 KOYWE_ISSUED_DOCUMENTS = Asset(name="koywe_issued_documents", uri="koywe://ledger/issued_documents")
+#: Emitted when Koywe statuses changed ledger rows (callback or polling); ``extra`` carries ``source``
+#: (``callback``/``polling``/``sensor``), ``changed``, ``accepted``, ``rejected`` and, for a callback,
+#: ``document_id``.
+KOYWE_DOCUMENT_STATUS = Asset(name="koywe_document_status", uri="koywe://ledger/document_status")
 
-__all__ = ["KOYWE_ISSUED_DOCUMENTS"]
+__all__ = ["KOYWE_DOCUMENT_STATUS", "KOYWE_ISSUED_DOCUMENTS"]

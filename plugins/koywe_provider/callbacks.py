@@ -8,8 +8,9 @@ A small FastAPI app mounted on the Airflow API server by the plugin ``plugins/ko
    ``koywe_callbacks`` (401 otherwise; 503 while that connection does not exist);
 2. must be a valid payload ``{document_id, account_id, document_status, taxbureau_send_status,
    taxbureau_send_id, taxbureau_send_date, taxbureau_validation_status, taxbureau_validation_comments}``
-   (API_NOTES, "Webhook"): 422 otherwise;
-3. updates the ledger forwards only (:func:`~koywe_provider.ledger.status.apply_status_reports`): a
+   (:class:`~koywe_provider.models.answers.StatusUpdateEvent`; a ``document_status`` 3 is the
+   counterparty's acceptance): 422 otherwise;
+3. updates the ledger forwards only (:func:`~koywe_provider.ledger.status_updates.apply_status_reports`): a
    repeated or out-of-order callback never moves a document backwards and changes nothing;
 4. when the ledger changed, emits an event of the Asset ``koywe_document_status`` so DAGs scheduled on
    it run. Plugin apps have no task context, so the event is registered the way the REST endpoint
@@ -26,38 +27,17 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, status
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from koywe_provider.models.answers import StatusUpdateEvent
 
 log = logging.getLogger(__name__)
 
 CALLBACK_CONN_ID = "koywe_callbacks"
 CALLBACK_PATH = "/document-status"
-
-
-class DocumentStatusUpdate(BaseModel):
-    """``DOCUMENT.STATUSUPDATE`` payload (API_NOTES). Unknown extra fields are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    document_id: Annotated[str, Field(min_length=1, max_length=64)]
-    account_id: str | None = None
-    document_status: Annotated[int, Field(ge=0, le=2)] | None = None
-    taxbureau_send_status: Annotated[int, Field(ge=0, le=299)] | None = None
-    taxbureau_send_id: str | None = None
-    taxbureau_send_date: str | None = None
-    taxbureau_validation_status: Annotated[int, Field(ge=0, le=5)] | None = None
-    taxbureau_validation_comments: Annotated[str, Field(max_length=10_000)] | None = None
-
-    @field_validator("document_id", "account_id", "taxbureau_send_id", mode="before")
-    @classmethod
-    def _id_as_text(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("must be an id, not a boolean")
-        return str(value).strip() if isinstance(value, int | str) else value
 
 
 def _connection_credentials(conn_id: str = CALLBACK_CONN_ID) -> tuple[str, str] | None:
@@ -81,14 +61,14 @@ def _default_ledger():
 
 
 def emit_asset_event(extra: dict[str, Any]) -> bool:
-    """Register an event of :data:`~koywe_provider.status.KOYWE_DOCUMENT_STATUS` in Airflow's metadata
+    """Register an event of :data:`~koywe_provider.assets.KOYWE_DOCUMENT_STATUS` in Airflow's metadata
     database (API-server process). Returns False when Airflow does not know the Asset yet."""
     import sqlalchemy as sa
     from airflow.assets.manager import asset_manager
     from airflow.models.asset import AssetModel
     from airflow.utils.session import create_session
 
-    from koywe_provider.status import KOYWE_DOCUMENT_STATUS
+    from koywe_provider.assets import KOYWE_DOCUMENT_STATUS
 
     with create_session() as session:
         asset = session.scalar(
@@ -136,25 +116,21 @@ def create_app(
             )
 
     @app.post(CALLBACK_PATH, dependencies=[Depends(authenticated)])
-    def document_status_update(update: DocumentStatusUpdate) -> dict[str, Any]:
+    def document_status_update(update: StatusUpdateEvent) -> dict[str, Any]:
         # A sync endpoint: FastAPI runs it in a thread, so the database work never blocks the event loop.
-        from koywe_provider.ledger.status import StatusReport, apply_status_reports
+        from koywe_provider.ledger import DocumentFacts
+        from koywe_provider.ledger.status_updates import apply_status_reports
 
-        report = StatusReport(
-            koywe_document_id=update.document_id,
-            document_status=update.document_status,
-            taxbureau_sending_status=update.taxbureau_send_status,
-            taxbureau_validation_status=update.taxbureau_validation_status,
-            taxbureau_validation_comments=update.taxbureau_validation_comments,
-        )
-        counts = apply_status_reports(ledger(), [report])
+        counts = apply_status_reports(ledger(), [DocumentFacts.from_event(update)])
         emitted = False
         if counts.changed:
             emitted = emit(
                 {
                     "source": "callback",
                     "document_id": update.document_id,
-                    "taxbureau_validation_status": update.taxbureau_validation_status,
+                    "taxbureau_validation_status": None
+                    if update.taxbureau_validation_status is None
+                    else int(update.taxbureau_validation_status),
                     **{k: getattr(counts, k) for k in ("changed", "accepted", "rejected")},
                 }
             )

@@ -28,7 +28,7 @@ from koywe_provider.models.accounts import (
     validate_account,
 )
 from koywe_provider.models.taxids import GENERIC_MX_RFCS, is_generic_tax_id
-from koywe_provider.provisioning import SecretResolver, full_payload, parse_request
+from koywe_provider.services.provisioning import SecretResolver, full_payload, parse_request
 
 COUNTRIES = sorted(TAX_IDS)
 # Mexico's generic RFCs as the catalogue has them (never re-typed here).

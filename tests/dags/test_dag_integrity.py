@@ -107,9 +107,3 @@ def test_daily_issuance_shape(parsed):
     ]
     assert dag["tasks"]["authenticate"]["pool"] == "koywe_auth"
     assert dag["tasks"]["issue"]["pool"] == "koywe_api"
-
-
-def test_parallel_clients_default_matches_the_pool():
-    from koywe_provider.operators.koywe import DEFAULT_PARALLEL_CLIENTS
-
-    assert POOLS["koywe_api"]["slots"] == DEFAULT_PARALLEL_CLIENTS

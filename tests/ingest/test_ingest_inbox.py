@@ -7,17 +7,9 @@ import json
 import pytest
 
 from koywe_provider.hooks.ledger import default_ledger_url, sqlalchemy_url_from_connection
-from koywe_provider.ingest import as_storage_path, read_inbox
 from koywe_provider.ledger import Ledger
+from koywe_provider.services.ingestion import as_storage_path, read_inbox
 from koywe_test_support import chile_factura
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    led = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    led.migrate()
-    yield led
-    led.dispose()
 
 
 def line(reference: str, net: int = 10_000, **overrides) -> str:
@@ -69,7 +61,7 @@ def test_good_lines_pass_and_bad_ones_are_recorded(ledger, tmp_path):
     assert issued_payload["header"]["issue_date"] == "2026-11-20"
 
 
-def test_reingest_is_idempotent_and_conflicts_are_not_overwritten(ledger, tmp_path):
+def test_reingest_is_idempotent_corrects_unsent_rows_and_never_overwrites_sent_ones(ledger, tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "day.jsonl").write_text(line("R-1") + "\n" + line("R-2") + "\n")
@@ -77,12 +69,23 @@ def test_reingest_is_idempotent_and_conflicts_are_not_overwritten(ledger, tmp_pa
     again = ingest(ledger, inbox, run_id="run-2")
     assert again.added == 0 and again.unchanged == 2
 
+    # R-1 was never sent: a new payload is a correction
     (inbox / "day.jsonl").write_text(line("R-1", net=20_000) + "\n")
-    changed = ingest(ledger, inbox, run_id="run-3")
+    corrected = ingest(ledger, inbox, run_id="run-3")
+    assert (corrected.replaced, corrected.conflicts) == (1, 0)
+    row = ledger.get_by_reference("4201", "R-1")
+    assert row["payload"]["totals"]["net_amount"] == 20_000
+    assert len(ledger.payload_history_for(row["id"])) == 1  # the replaced payload's hash is kept
+
+    # R-2 may be at Koywe (a send is under way): a new payload is a conflict and changes nothing
+    ledger.claim_next(owner="t", limit=1, first_id=ledger.get_by_reference("4201", "R-2")["id"])
+    ledger.mark_sent(ledger.get_by_reference("4201", "R-2")["id"], owner="t", lease_seconds=60)
+    (inbox / "day.jsonl").write_text(line("R-2", net=30_000) + "\n")
+    changed = ingest(ledger, inbox, run_id="run-4")
     assert changed.conflicts == 1
-    assert ledger.get_by_reference("4201", "R-1")["payload"]["totals"]["net_amount"] == 10_000
+    assert ledger.get_by_reference("4201", "R-2")["payload"]["totals"]["net_amount"] == 10_000
     (conflict,) = ledger.conflicts()
-    assert conflict["reference"] == "R-1"
+    assert conflict["reference"] == "R-2"
 
 
 def test_line_account_must_match_the_header(ledger, tmp_path):

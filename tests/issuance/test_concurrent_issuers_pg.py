@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from koywe_provider.issuance import RETRY_STATES
 from koywe_provider.ledger import Ledger
+from koywe_provider.services.issuance import RETRY_STATES
 
 pytestmark = [pytest.mark.postgres]
 

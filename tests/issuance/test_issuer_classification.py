@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from koywe_provider.exceptions import KoyweAuthError, KoyweRateLimitedError
-from koywe_provider.issuance import (
+from koywe_provider.exceptions import KoyweAuthError
+from koywe_provider.services.issuance import (
     DUPLICATE_ALARM,
     RETRY_STATES,
     IssuancePolicy,
-    rate_limit_wait_seconds,
     retry_delay_seconds,
 )
-from koywe_provider.report import build_report, render_markdown
+from koywe_provider.services.report import build_report, render_markdown
 
 LATER = datetime(2999, 1, 1, tzinfo=UTC)  # "due or not": ignore next_attempt_at in a second pass
 
@@ -114,12 +112,15 @@ def test_429_waits_retry_after_slows_the_batch_then_issues(
     pk = ingest(ledger, {"R-429": factura()})["R-429"]
     issuer = make_issuer(ledger)
     pauses: list[float] = []
-    monkeypatch.setattr(issuer.hook.limiter, "pause", pauses.append)
+    monkeypatch.setattr(issuer.hook.budget, "pause", pauses.append)
     # request 1 (/auth) passes, the next 2 get 429 with Retry-After 0, the 4th passes
     clean_sandbox.set_faults(burst_429={"every": 1, "length": 2, "retry_after": 0})
     outcome = issuer.issue_range(pk, pk)
     assert (outcome.rate_limited, outcome.issued) == (2, 1)
-    assert pauses == [0.0, 0.0]  # Retry-After honoured, on the shared limiter (the whole process)
+    # the shared budget (every task of the deployment) pauses; Retry-After 0 still waits the 30 s floor,
+    # doubling on the second 429 in a row, with up to 20 % jitter
+    assert len(pauses) == 2
+    assert 30 <= pauses[0] <= 36 and 60 <= pauses[1] <= 72
     assert ledger.get(pk)["attempts"] == 3
     assert clean_sandbox.stats()["documents_created"] == 1
 
@@ -128,7 +129,7 @@ def test_429_three_times_is_retryable(ledger, ingest, make_issuer, clean_sandbox
     pk = ingest(ledger, {"R-429x3": factura()})["R-429x3"]
     issuer = make_issuer(ledger)
     pauses: list[float] = []
-    monkeypatch.setattr(issuer.hook.limiter, "pause", pauses.append)
+    monkeypatch.setattr(issuer.hook.budget, "pause", pauses.append)
     clean_sandbox.set_faults(burst_429={"every": 1, "length": 5, "retry_after": 0})
     outcome = issuer.issue_range(pk, pk)
     clean_sandbox.set_faults(burst_429=None)
@@ -136,16 +137,6 @@ def test_429_three_times_is_retryable(ledger, ingest, make_issuer, clean_sandbox
     assert (outcome.rate_limited, outcome.retryable) == (3, 1)
     assert len(pauses) == 3
     assert row["state"] == "retryable" and row["attempts"] == 3 and row["next_attempt_at"] > datetime.now(UTC)
-
-
-def test_rate_limit_wait_without_retry_after_is_at_least_30s_doubling_with_jitter():
-    rng = random.Random(1)
-    err = KoyweRateLimitedError("429")
-    waits = [rate_limit_wait_seconds(err, n, rng=rng) for n in (1, 2, 3)]
-    for n, wait in enumerate(waits, start=1):
-        assert 30 * 2 ** (n - 1) <= wait <= 30 * 2 ** (n - 1) * 1.2
-    assert len(set(waits)) == 3
-    assert rate_limit_wait_seconds(KoyweRateLimitedError("429", retry_after=7), 3, rng=rng) == 7
 
 
 def test_backoff_schedule():
@@ -184,8 +175,8 @@ def test_crashed_in_flight_row_whose_post_landed_is_adopted(
     pk = ingest(ledger, {"R-CRASH": factura()})["R-CRASH"]
     issuer = make_issuer(ledger)
     # a task claimed the row, counted the send, POSTed, and was killed before recording the answer
-    crashed = ledger.claim(pk, owner="killed-task", lease_seconds=-1)
-    ledger.mark_sent(pk, owner="killed-task")
+    crashed = ledger.claim(pk, owner="killed-task")
+    ledger.mark_sent(pk, owner="killed-task", lease_seconds=-1)  # sent, then the lease ran out
     issuer.hook.create_document(crashed.payload, reference="R-CRASH")
     assert issuer.issue_range(pk, pk).issued == 0  # the daily selection (pending) does not take it
 
@@ -199,8 +190,8 @@ def test_crashed_in_flight_row_whose_post_never_left_is_sent_after_lookup(
     ledger, ingest, make_issuer, clean_sandbox, factura
 ):
     pk = ingest(ledger, {"R-CRASH2": factura()})["R-CRASH2"]
-    ledger.claim(pk, owner="killed-task", lease_seconds=-1)
-    ledger.mark_sent(pk, owner="killed-task")
+    ledger.claim(pk, owner="killed-task")
+    ledger.mark_sent(pk, owner="killed-task", lease_seconds=-1)  # sent, then the lease ran out
     outcome = make_issuer(ledger).issue_range(pk, pk, states=RETRY_STATES)
     assert (outcome.lookups, outcome.issued) == (1, 1)
     assert clean_sandbox.stats()["documents_created"] == 1
@@ -233,8 +224,8 @@ def test_max_attempts_makes_the_row_dead_with_its_reason(ledger, ingest, make_is
 
 def test_lookup_not_found_after_max_attempts_is_dead(ledger, ingest, make_issuer, clean_sandbox, factura):
     pk = ingest(ledger, {"R-DEAD2": factura()})["R-DEAD2"]
-    ledger.claim(pk, owner="killed-task", lease_seconds=-1)
-    ledger.mark_sent(pk, owner="killed-task")
+    ledger.claim(pk, owner="killed-task")
+    ledger.mark_sent(pk, owner="killed-task", lease_seconds=-1)  # sent, then the lease ran out
     outcome = make_issuer(ledger, max_attempts=1).issue_range(pk, pk, states=RETRY_STATES)
     assert (outcome.lookups, outcome.dead, outcome.issued) == (1, 1, 0)
     assert "reference not found" in ledger.get(pk)["last_error"]
@@ -288,8 +279,10 @@ def test_references_filter_and_requeue_of_a_fixed_payload(
     outcome = issuer.issue_range(
         min(ids.values()), max(ids.values()), states=("pending", *RETRY_STATES), references=["R-FIX"]
     )
-    # still the bad payload: looked up first (it was sent before), rejected again; R-OTHER untouched
-    assert (outcome.lookups, outcome.rejected) == (1, 1)
+    # still the bad payload, sent as generation 2 (a new Koywe reference: no lookup), rejected again;
+    # R-OTHER untouched
+    assert (outcome.lookups, outcome.rejected) == (0, 1)
+    assert ledger.get(ids["R-FIX"])["generation"] == 2
     assert ledger.get(ids["R-OTHER"])["attempts"] == 1
 
 

@@ -13,8 +13,8 @@ import uvicorn
 from koywe_provider.callbacks import create_app
 from koywe_provider.hooks.koywe import KoyweHook
 from koywe_provider.hooks.token_store import MemoryTokenStore
-from koywe_provider.issuance import Issuer
-from koywe_provider.ledger import IngestItem, Ledger
+from koywe_provider.ledger import DocumentFacts, IngestItem, Ledger
+from koywe_provider.services.issuance import Issuer
 from koywe_sandbox.testing import free_port
 from koywe_test_support import chile_factura
 
@@ -52,11 +52,13 @@ def issued_row(ledger: Ledger, reference: str, koywe_id: str) -> int:
     pk = ledger.get_by_reference("4201", reference)["id"]
     ledger.mark_issued(
         pk,
-        koywe_document_id=koywe_id,
-        document_number="7",
-        document_status=1,
-        taxbureau_sending_status=0,
-        taxbureau_validation_status=1,
+        facts=DocumentFacts(
+            koywe_document_id=koywe_id,
+            document_number="7",
+            document_status=1,
+            taxbureau_sending_status=0,
+            taxbureau_validation_status=1,
+        ),
     )
     return pk
 
@@ -145,3 +147,14 @@ def test_sandbox_calls_back_and_the_ledger_follows(receiver, koywe_conn, clean_s
     assert "Rechazado" in states[2]["taxbureau_validation_comments"]
     assert [e["document_id"] for e in receiver.events] == [str(i) for i in ids]
     assert clean_sandbox.stats()["list_calls"] == 0  # callbacks, not polling
+
+
+def test_a_callback_with_document_status_3_is_the_counterparty_acceptance(receiver):
+    pk = issued_row(receiver.ledger, "CP", "1000")
+    response = receiver.client.post(
+        receiver.url, json={**payload(validation=3), "document_status": 3}, auth=(USER, PASSWORD)
+    )
+    assert response.status_code == 200, response.text
+    row = receiver.ledger.get(pk)
+    assert (row["state"], row["document_status"], row["counterparty_status"]) == ("issued", 1, 3)
+    assert row["taxbureau_validation_status"] == 3

@@ -10,10 +10,11 @@ import pytest
 
 from koywe_provider.hooks.koywe import KoyweHook
 from koywe_provider.hooks.token_store import MemoryTokenStore
-from koywe_provider.issuance import Issuer
 from koywe_provider.ledger import IngestItem, Ledger
-from koywe_provider.operators.status import KoyweUpdateDocumentStatusOperator
-from koywe_provider.status import DocumentStatusPreconditionError, TaxBureauPoller
+from koywe_provider.operators.document_status import KoyweUpdateDocumentStatusOperator
+from koywe_provider.services.issuance import Issuer
+from koywe_provider.services.status_changes import DocumentStatusPreconditionError
+from koywe_provider.services.taxbureau import TaxBureauPoller
 from koywe_test_support import PROJECT_DIR, chile_factura
 
 CONN = "koywe_status_test"
@@ -96,7 +97,7 @@ def test_cancel_mexico_invoice_then_idempotent(env, clean_sandbox):
     ids = issue(env, {"MX-1": mexico_invoice()})
     result = run(update(document_id=ids["MX-1"], action="cancel", reason="customer returned goods"))
     assert (result["document_status"], result["changed"]) == (2, True)
-    assert clean_sandbox.documents()[0]["header"]["document_status"] == 2
+    assert clean_sandbox.documents()[0]["document_status"] == 2  # the top-level status, not the header's
     row = env.ledger.get_by_reference(str(mexico_invoice()["header"]["account_id"]), "MX-1")
     assert (row["state"], row["document_status"]) == ("issued", 2)
     assert run(update(reference="MX-1", action="cancel"))["changed"] is False

@@ -24,7 +24,7 @@ DAG_FILE = textwrap.dedent(
 
     from airflow.sdk import DAG
 
-    from koywe_provider.sensors.status import KoyweDocumentStatusSensor
+    from koywe_provider.sensors.taxbureau import KoyweDocumentStatusSensor
 
     with DAG(
         dag_id="koywe_sensor_test",
@@ -53,7 +53,7 @@ def test_sensor_defers_and_its_trigger_runs_in_dag_test(tmp_path, clean_sandbox,
     )
     hook = KoyweHook("koywe_sensor_setup", token_store=MemoryTokenStore())
     clean_sandbox.set_validation(delay_seconds=None)
-    ids = [str(hook.create_document(chile_factura(net=n))["document_id"]) for n in (1000, 2000)]
+    ids = [hook.create_document(chile_factura(net=n)).document_id for n in (1000, 2000)]
     auth_calls = clean_sandbox.stats()["auth_calls"]
 
     dags = tmp_path / "dags"

@@ -229,8 +229,10 @@ class DocumentAnswer(AnswerModel):
     @property
     def taxbureau_validation_comments(self) -> str | None:
         comments = self.header.taxbureau_validation_comments
-        return comments if comments is not None else _text(
-            (self.model_extra or {}).get("taxbureau_validation_comments")
+        return (
+            comments
+            if comments is not None
+            else _text((self.model_extra or {}).get("taxbureau_validation_comments"))
         )
 
     @property
@@ -553,6 +555,14 @@ class StatusUpdateEvent(AnswerModel):
     def _no_boolean(cls, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("must be an id, not a boolean")
+        return value
+
+    @field_validator("document_status", "taxbureau_send_status", "taxbureau_validation_status", mode="before")
+    @classmethod
+    def _numeric(cls, value: Any) -> Any:
+        # A webhook is input from outside: a status that is not a number is refused, never read as "none".
+        if value is not None and value != "" and as_int(value) is None:
+            raise ValueError("must be a whole number")
         return value
 
     @field_validator("document_status", mode="after")

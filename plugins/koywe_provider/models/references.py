@@ -26,7 +26,9 @@ INTERNAL_REFERENCE_CODE = 5
 INTERNAL_REFERENCE_DESCRIPTION = "Internal transaction ID"
 #: Separates the ledger reference from the generation number in a Koywe reference (``INV-1~2``).
 GENERATION_SEPARATOR = "~"
-_GENERATION_SUFFIX = re.compile(rf"^(?P<base>.+){re.escape(GENERATION_SEPARATOR)}(?P<generation>[2-9]|[1-9]\d+)$")
+_GENERATION_SUFFIX = re.compile(
+    rf"^(?P<base>.+){re.escape(GENERATION_SEPARATOR)}(?P<generation>[2-9]|[1-9]\d+)$"
+)
 
 
 def koywe_reference(reference: str, generation: int = 1) -> str:

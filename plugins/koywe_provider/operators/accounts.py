@@ -1,7 +1,7 @@
 """Operators that onboard companies to Koywe (``POST /accounts``, ``GET /accounts/{id}``, seed ``003_…``).
 
 Thin: the rules live in :mod:`koywe_provider.models.accounts` (validation),
-:mod:`koywe_provider.provisioning` (requests, secret references, create/confirm) and
+:mod:`koywe_provider.services.provisioning` (requests, secret references, create/confirm) and
 :mod:`koywe_provider.ledger.accounts` (``koywe_accounts``). XComs hold ledger ids, states, Koywe
 account ids and error texts — never a password, a certificate or a token. Secrets are resolved in
 ``execute`` from references and masked at once; no templated field ever holds one.
@@ -45,11 +45,11 @@ class KoyweValidateAccountsOperator(BaseOperator):
     """Validate provisioning requests before any API call and record them in ``koywe_accounts``.
 
     ``mode``: ``"form"`` builds one request from the DAG's Params form
-    (:func:`~koywe_provider.provisioning.request_from_form`); ``"batch"`` reads every ``*.json``/``*.jsonl``
+    (:func:`~koywe_provider.services.provisioning.request_from_form`); ``"batch"`` reads every ``*.json``/``*.jsonl``
     file of ``inbox`` (an ``ObjectStoragePath`` folder or file, or a path relative to ``base_dir``);
     ``"requests"`` takes ``requests`` (a list of provisioning request objects or its JSON). Each
     request's secret references are resolved (and masked) to check certificates and passwords, then
-    dropped. See :mod:`koywe_provider.provisioning` for the request format.
+    dropped. See :mod:`koywe_provider.services.provisioning` for the request format.
 
     XCom ``return_value``: the ``koywe_accounts`` ids to create (``[pk…]``, for ``.expand``);
     XCom ``summary``: ``{"requests": n, "to_create": [pk…], "invalid": [{"request", "source",
@@ -78,8 +78,8 @@ class KoyweValidateAccountsOperator(BaseOperator):
         self.koywe_ledger_conn_id = koywe_ledger_conn_id
 
     def _read(self, context: Context) -> list:
-        from koywe_provider.ingest import as_storage_path
-        from koywe_provider.provisioning import parse_request, read_requests, request_from_form
+        from koywe_provider.services.ingestion import as_storage_path
+        from koywe_provider.services.provisioning import parse_request, read_requests, request_from_form
 
         if self.mode == "form":
             obj = request_from_form(dict(context["params"]))
@@ -100,7 +100,7 @@ class KoyweValidateAccountsOperator(BaseOperator):
         ]
 
     def execute(self, context: Context) -> list[int]:
-        from koywe_provider.provisioning import SecretResolver, validate_requests
+        from koywe_provider.services.provisioning import SecretResolver, validate_requests
 
         requests = self._read(context)
         summary = validate_requests(
@@ -163,7 +163,7 @@ class KoyweCreateAccountOperator(BaseOperator):
         self.confirm = confirm
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from koywe_provider.provisioning import SecretResolver, confirm_account, create_account
+        from koywe_provider.services.provisioning import SecretResolver, confirm_account, create_account
 
         accounts = _accounts(self.koywe_ledger_conn_id)
         hook = KoyweHook(self.koywe_conn_id)
@@ -211,7 +211,7 @@ class KoyweConfirmAccountOperator(BaseOperator):
         self.koywe_ledger_conn_id = koywe_ledger_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from koywe_provider.provisioning import confirm_account
+        from koywe_provider.services.provisioning import confirm_account
 
         result = confirm_account(
             int(self.account_pk),
@@ -246,8 +246,8 @@ class KoyweAccountReportOperator(BaseOperator):
         self.koywe_ledger_conn_id = koywe_ledger_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from koywe_provider.ingest import as_storage_path
-        from koywe_provider.provisioning import build_account_report, render_account_report
+        from koywe_provider.services.ingestion import as_storage_path
+        from koywe_provider.services.provisioning import build_account_report, render_account_report
 
         report = build_account_report(
             _accounts(self.koywe_ledger_conn_id),

@@ -1,13 +1,12 @@
 """Operators for the Koywe Billing API and the issuance ledger.
 
-Thin by design: each resolves its templated arguments, calls a hook or a function of
-:mod:`koywe_provider.issuance` / :mod:`koywe_provider.ingest` / :mod:`koywe_provider.report`, and returns
-a small XCom (ids and counts — never payloads, tokens or credentials).
+Thin by design: each resolves its templated arguments, calls a hook or a service
+(:mod:`koywe_provider.services.issuance`, ``.batches``, ``.ingestion``, ``.report``), and returns a small
+XCom (ids and counts — never payloads, tokens or credentials).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +16,9 @@ from airflow.sdk import BaseOperator, Context
 
 from koywe_provider.hooks.koywe import KoyweHook
 from koywe_provider.hooks.ledger import KoyweLedgerHook
-from koywe_provider.issuance import IssuancePolicy, Issuer
 from koywe_provider.ledger import DocumentState
-
-DEFAULT_PARALLEL_CLIENTS = 4  # slots of the koywe_api pool (include/pools.json)
-MAX_MAPPED_BATCHES = 500  # well under Airflow's 1,024 mapped task instances
+from koywe_provider.services.batches import DEFAULT_MIN_BATCH_SIZE, DEFAULT_TARGET_BATCHES, BatchPlanner
+from koywe_provider.services.issuance import IssuancePolicy, Issuer
 
 
 def _to_list(value: Any) -> list[str]:
@@ -112,7 +109,7 @@ class KoyweIngestInboxOperator(BaseOperator):
         self.koywe_ledger_conn_id = koywe_ledger_conn_id
 
     def execute(self, context: Context) -> dict[str, int]:
-        from koywe_provider.ingest import as_storage_path, read_inbox
+        from koywe_provider.services.ingestion import as_storage_path, read_inbox
 
         inbox = as_storage_path(self.inbox, base_dir=Path(self.base_dir) if self.base_dir else None)
         ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
@@ -127,8 +124,8 @@ class KoyweIngestInboxOperator(BaseOperator):
 class KoywePlanBatchesOperator(BaseOperator):
     """Split the rows due for issuance into contiguous id ranges, one per mapped issue task.
 
-    Batch size = ``max(min_batch_size, ceil(rows / target_batches))`` and never more than
-    ``MAX_MAPPED_BATCHES`` batches (100,000 documents → at most 500 mapped tasks).
+    Planning is :class:`~koywe_provider.services.batches.BatchPlanner`'s (100,000 documents → at most
+    500 mapped tasks).
     XCom: ``[{"index", "first_id", "last_id", "count"}, …]`` — ``[]`` when ``dry_run`` or nothing is due.
 
     :param states: ledger states to pick (default ``pending``; the retry DAG adds ``retryable``, ``unknown``
@@ -146,8 +143,8 @@ class KoywePlanBatchesOperator(BaseOperator):
         self,
         *,
         states: Sequence[str] = (DocumentState.PENDING,),
-        target_batches: int = 2 * DEFAULT_PARALLEL_CLIENTS,
-        min_batch_size: int = 10,
+        target_batches: int = DEFAULT_TARGET_BATCHES,
+        min_batch_size: int = DEFAULT_MIN_BATCH_SIZE,
         dry_run: bool | str = False,
         koywe_ledger_conn_id: str = KoyweLedgerHook.default_conn_name,
         references: Sequence[str] | str | None = None,
@@ -163,81 +160,34 @@ class KoywePlanBatchesOperator(BaseOperator):
         self.dry_run = dry_run
         self.koywe_ledger_conn_id = koywe_ledger_conn_id
 
-    def execute(self, context: Context) -> list[dict[str, int]]:
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        planner = BatchPlanner(
+            KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger(),
+            target_batches=self.target_batches,
+            min_batch_size=self.min_batch_size,
+        )
         references = _to_list(self.references)
         if references or _to_bool(self.requeue_rejected):
-            return self._plan_selected(references)
+            return planner.selected(
+                references,
+                self.states,
+                requeue_rejected=_to_bool(self.requeue_rejected),
+                dry_run=_to_bool(self.dry_run),
+            )
         if _to_bool(self.dry_run):
             self.log.info("Dry run: nothing will be sent to Koywe")
             return []
-        ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
-        due = ledger.plan_batches(batch_size=10**9, states=self.states, due_before=datetime.now(UTC))
-        total = sum(b.count for b in due)
-        if not total:
-            return []
-        size = max(
-            self.min_batch_size, math.ceil(total / self.target_batches), math.ceil(total / MAX_MAPPED_BATCHES)
-        )
-        batches = [
-            b.as_dict()
-            for b in ledger.plan_batches(batch_size=size, states=self.states, due_before=datetime.now(UTC))
-        ]
-        self.log.info("%d document(s) due in %d batch(es) of up to %d", total, len(batches), size)
-        return batches
-
-    def _plan_selected(self, references: list[str]) -> list[dict[str, Any]]:
-        """Manual retry: optional re-queue, then the named references (or every due row) in batches."""
-        ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
-        dry_run = _to_bool(self.dry_run)
-        states = list(dict.fromkeys(DocumentState(s).value for s in self.states))
-        if _to_bool(self.requeue_rejected):
-            requeue_states = (DocumentState.REJECTED, DocumentState.DEAD)
-            if dry_run:
-                found = ledger.ids_for_references(references, states=requeue_states) if references else []
-                self.log.info(
-                    "Dry run: would re-queue %s rejected/dead row(s)", len(found) if references else "all"
-                )
-            else:
-                count = ledger.requeue(references or None, states=requeue_states)
-                self.log.info("Re-queued %d rejected/dead row(s) as pending", count)
-            states.append(DocumentState.PENDING.value)
-        if references:
-            ids = ledger.ids_for_references(references, states=states)
-            size = max(self.min_batch_size, math.ceil(len(ids) / self.target_batches))
-            batches = [
-                {"index": i, "first_id": chunk[0], "last_id": chunk[-1], "count": len(chunk)}
-                for i, chunk in enumerate(ids[n : n + size] for n in range(0, len(ids), size))
-            ]
-        else:
-            now = datetime.now(UTC)
-            total = sum(b.count for b in ledger.plan_batches(batch_size=10**9, states=states, due_before=now))
-            size = max(self.min_batch_size, math.ceil(total / self.target_batches))
-            batches = [
-                b.as_dict() for b in ledger.plan_batches(batch_size=size, states=states, due_before=now)
-            ]
-        self.log.info(
-            "%d document(s) selected (states %s, %d reference(s) named) in %d batch(es)",
-            sum(b["count"] for b in batches),
-            states,
-            len(references),
-            len(batches),
-        )
-        if dry_run:
-            self.log.info("Dry run: nothing will be sent to Koywe")
-            return []
-        return [{**b, "states": states, "references": references or None} for b in batches]
+        return planner.due(self.states)
 
 
 class KoyweIssueDocumentsOperator(BaseOperator):
     """Issue one batch of ledger rows through Koywe (``POST /documents``), exactly once each.
 
     :param batch: ``{"first_id", "last_id", …}`` from :class:`KoywePlanBatchesOperator` (usually mapped).
-    :param parallel_clients: how many issue tasks run at once (the ``koywe_api`` pool's slots); this task
-        keeps ``requests_per_second / parallel_clients`` of the connection's rate.
     :param states: ledger states to issue (``batch["states"]`` wins when present); named
         ``batch["references"]`` are issued due or not.
     :param lease_seconds: claim lease; default ``[koywe] lease_seconds`` (900), see
-        :class:`~koywe_provider.issuance.IssuancePolicy` for the other ``[koywe]`` settings.
+        :class:`~koywe_provider.services.issuance.IssuancePolicy` for the other ``[koywe]`` settings.
     XCom: the batch's outcome counts (``issued``, ``adopted``, ``rejected``, ``retryable``, ``unknown`` …).
     Raises :class:`~koywe_provider.exceptions.KoyweAuthError` when Koywe refuses the credentials.
     """
@@ -251,7 +201,6 @@ class KoyweIssueDocumentsOperator(BaseOperator):
         states: Sequence[str] = (DocumentState.PENDING,),
         koywe_conn_id: str = KoyweHook.default_conn_name,
         koywe_ledger_conn_id: str = KoyweLedgerHook.default_conn_name,
-        parallel_clients: int = DEFAULT_PARALLEL_CLIENTS,
         lease_seconds: int | None = None,
         **kwargs,
     ):
@@ -260,7 +209,6 @@ class KoyweIssueDocumentsOperator(BaseOperator):
         self.states = tuple(states)
         self.koywe_conn_id = koywe_conn_id
         self.koywe_ledger_conn_id = koywe_ledger_conn_id
-        self.parallel_clients = parallel_clients
         self.lease_seconds = lease_seconds
 
     def execute(self, context: Context) -> dict[str, int]:
@@ -269,7 +217,7 @@ class KoyweIssueDocumentsOperator(BaseOperator):
         states = tuple(self.batch.get("states") or self.states)
         references = self.batch.get("references") or None
         issuer = Issuer(
-            KoyweHook(self.koywe_conn_id, parallel_clients=self.parallel_clients),
+            KoyweHook(self.koywe_conn_id),
             KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger(),
             owner=owner,
             run_id=context["run_id"],
@@ -320,8 +268,8 @@ class KoyweIssuanceReportOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         import os
 
-        from koywe_provider.ingest import as_storage_path
-        from koywe_provider.report import build_report, render_markdown, write_report
+        from koywe_provider.services.ingestion import as_storage_path
+        from koywe_provider.services.report import build_report, render_markdown, write_report
 
         ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
         report = build_report(
@@ -329,7 +277,8 @@ class KoyweIssuanceReportOperator(BaseOperator):
             dag_id=context["ti"].dag_id,
             run_id=context["run_id"],
             ingest=self.ingest if isinstance(self.ingest, dict) else None,
-            outcomes=list(self.outcomes or []),
+            # One read of the mapped XComs (iterating the lazy list would read them one by one until a miss).
+            outcomes=list(self.outcomes[:]) if self.outcomes else [],
             dry_run=_to_bool(self.dry_run),
         )
         folder = self.report_dir or str(
@@ -373,16 +322,14 @@ class KoyweReferenceLookupOperator(BaseOperator):
         found = KoyweHook(self.koywe_conn_id).find_documents_by_reference(
             self.reference, account_id=self.account_id
         )
-        docs = []
-        for doc in found:
-            header = doc.get("header") if isinstance(doc.get("header"), dict) else {}
-            docs.append(
-                {
-                    "document_id": doc.get("document_id"),
-                    "document_number": header.get("document_number", doc.get("document_number")),
-                    "document_status": header.get("document_status", doc.get("document_status")),
-                }
-            )
+        docs = [
+            {
+                "document_id": doc.document_id,
+                "document_number": doc.document_number,
+                "document_status": None if doc.document_status is None else int(doc.document_status),
+            }
+            for doc in found
+        ]
         if len(docs) > 1:
             self.log.error(
                 "Duplicate alarm: %d Koywe documents carry reference %s", len(docs), self.reference

@@ -9,10 +9,12 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 
 from koywe_provider.exceptions import KoyweError
-from koywe_provider.hooks.koywe import KoyweHook, documents_in_page, next_page
+from koywe_provider.hooks.koywe import KoyweHook
 from koywe_provider.hooks.ledger import KoyweLedgerHook
-from koywe_provider.ledger.status import VALIDATION_REJECTED, StatusReport, apply_status_reports
-from koywe_provider.triggers.status import FINAL_VALIDATION, KoyweDocumentStatusTrigger, _status_dict
+from koywe_provider.ledger import DocumentFacts
+from koywe_provider.ledger.status_updates import apply_status_reports
+from koywe_provider.models.statuses import TaxBureauValidationStatus
+from koywe_provider.triggers.taxbureau import KoyweDocumentStatusTrigger
 
 
 class KoyweTaxBureauRejectedError(KoyweError):
@@ -76,29 +78,12 @@ class KoyweDocumentStatusSensor(BaseSensorOperator):
             raise KoyweError("KoyweDocumentStatusSensor needs at least one Koywe document_id")
         return list(dict.fromkeys(ids))
 
-    def _statuses(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        hook = KoyweHook(self.koywe_conn_id)
-        if not (self.issue_date_from or self.issue_date_to):
-            documents = [hook.get_document(doc_id) for doc_id in ids]
-        else:
-            params = {"issue_date_from": self.issue_date_from, "issue_date_to": self.issue_date_to}
-            documents, page = [], 1
-            params = {k: v for k, v in params.items() if v}
-            while page is not None:
-                body = hook.call("GET", "documents", params={**params, "per_page": 100, "page": page})
-                documents += documents_in_page(body)
-                page = next_page(body, page)
-        wanted = set(ids)
-        return {s["document_id"]: s for s in map(_status_dict, documents) if s["document_id"] in wanted}
-
     def poke(self, context: Context) -> PokeReturnValue:
         ids = self._ids()
-        statuses = self._statuses(ids)
-        done = [
-            statuses[i]
-            for i in ids
-            if statuses.get(i, {}).get("taxbureau_validation_status") in FINAL_VALIDATION
-        ]
+        documents = KoyweHook(self.koywe_conn_id).get_documents(
+            ids, issue_date_from=self.issue_date_from or None, issue_date_to=self.issue_date_to or None
+        )
+        done = [documents[i].status_summary() for i in ids if i in documents and documents[i].bureau_final]
         if len(done) < len(ids):
             self.log.info(
                 "%d of %d document(s) still awaiting the tax bureau", len(ids) - len(done), len(ids)
@@ -134,9 +119,13 @@ class KoyweDocumentStatusSensor(BaseSensorOperator):
     def _finish(self, documents: list[dict[str, Any]]) -> dict[str, list[str]]:
         if self.koywe_ledger_conn_id:
             ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
-            counts = apply_status_reports(ledger, [StatusReport(**_report_fields(d)) for d in documents])
+            counts = apply_status_reports(ledger, [DocumentFacts.from_mapping(d) for d in documents])
             self.log.info("Ledger updated from the tax bureau's answers: %s", counts.as_dict())
-        rejected = [d for d in documents if d["taxbureau_validation_status"] in VALIDATION_REJECTED]
+        rejected = [
+            d
+            for d in documents
+            if d["taxbureau_validation_status"] in TaxBureauValidationStatus.rejected_statuses()
+        ]
         for doc in rejected:
             self.log.warning(
                 "Tax bureau rejected Koywe document %s (validation %s): %s",
@@ -153,13 +142,3 @@ class KoyweDocumentStatusSensor(BaseSensorOperator):
                 f"The tax bureau rejected {len(rejected)} document(s): {result['rejected']}; fix and issue again"
             )
         return result
-
-
-def _report_fields(status: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "koywe_document_id": str(status["document_id"]),
-        "document_status": status.get("document_status"),
-        "taxbureau_sending_status": status.get("taxbureau_sending_status"),
-        "taxbureau_validation_status": status.get("taxbureau_validation_status"),
-        "taxbureau_validation_comments": status.get("taxbureau_validation_comments"),
-    }

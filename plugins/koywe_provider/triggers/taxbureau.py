@@ -1,6 +1,6 @@
 """``KoyweDocumentStatusTrigger``: waits in the triggerer until documents reach a final tax-bureau status.
 
-Runs on the triggerer's event loop with :meth:`KoyweHook.acall` (``httpx.AsyncClient``): no worker slot
+Runs on the triggerer's event loop with :meth:`KoyweHook.aget_documents` (``httpx.AsyncClient``): no worker slot
 is held while Chile's tax bureau validates (minutes). The bearer token comes from the same cache as
 every other Koywe call (process cache, then the ``koywe_token__<conn_id>`` Variable): it does not log in
 per poll. With an issue-date window it reads ``GET /documents`` pages (100 documents per call);
@@ -17,22 +17,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from koywe_provider.exceptions import KoyweError, KoyweRateLimitedError, KoyweTransientError
 
-#: ``taxbureau_validation_status`` values that end the wait (3/4 accepted, 2/5 rejected).
-FINAL_VALIDATION = (2, 3, 4, 5)
 MIN_POLL_INTERVAL_SECONDS = 5.0
-
-
-def _status_dict(document: dict) -> dict[str, Any]:
-    from koywe_provider.status import status_report
-
-    report = status_report(document)
-    return {
-        "document_id": report.koywe_document_id,
-        "document_status": report.document_status,
-        "taxbureau_sending_status": report.taxbureau_sending_status,
-        "taxbureau_validation_status": report.taxbureau_validation_status,
-        "taxbureau_validation_comments": report.taxbureau_validation_comments,
-    }
 
 
 class KoyweDocumentStatusTrigger(BaseTrigger):
@@ -42,8 +27,7 @@ class KoyweDocumentStatusTrigger(BaseTrigger):
     :param document_ids: Koywe ``document_id`` values.
     :param issue_date_from: / :param issue_date_to: ``YYYY-MM-DD`` window holding the documents; when
         given, one ``GET /documents`` per 100 documents of the window per poll.
-    Yields one event: ``{"status": "success", "documents": [{document_id, document_status,
-    taxbureau_sending_status, taxbureau_validation_status, taxbureau_validation_comments}, …]}`` or
+    Yields one event: ``{"status": "success", "documents": [<DocumentAnswer.status_summary()>, …]}`` or
     ``{"status": "error", "message": …}`` (auth, not found, a rejected call). 429 and 5xx answers are
     waited out (``Retry-After`` honoured).
     """
@@ -76,25 +60,6 @@ class KoyweDocumentStatusTrigger(BaseTrigger):
             },
         )
 
-    async def _read(self, hook: Any, waiting: set[str]) -> list[dict]:
-        from koywe_provider.hooks.koywe import documents_in_page, next_page
-
-        if not (self.issue_date_from or self.issue_date_to):
-            return [await hook.acall("GET", f"documents/{doc_id}") for doc_id in sorted(waiting)]
-        params = {
-            "issue_date_from": self.issue_date_from,
-            "issue_date_to": self.issue_date_to,
-            "per_page": 100,
-        }
-        params = {k: v for k, v in params.items() if v is not None}
-        found: list[dict] = []
-        page: int | None = 1
-        while page is not None:
-            body = await hook.acall("GET", "documents", params={**params, "page": page})
-            found += [d for d in documents_in_page(body) if str(d.get("document_id")) in waiting]
-            page = next_page(body, page)
-        return found
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from koywe_provider.hooks.koywe import KoyweHook
 
@@ -104,10 +69,12 @@ class KoyweDocumentStatusTrigger(BaseTrigger):
             waiting = set(self.document_ids) - set(final)
             delay = self.poll_interval
             try:
-                for document in await self._read(hook, waiting):
-                    status = _status_dict(document)
-                    if status["taxbureau_validation_status"] in FINAL_VALIDATION:
-                        final[status["document_id"]] = status
+                documents = await hook.aget_documents(
+                    sorted(waiting), issue_date_from=self.issue_date_from, issue_date_to=self.issue_date_to
+                )
+                for document in documents.values():
+                    if document.bureau_final:
+                        final[str(document.document_id)] = document.status_summary()
             except KoyweRateLimitedError as err:
                 delay = max(delay, err.retry_after or 30.0)
                 self.log.warning("Koywe rate limited the status poll; waiting %.0f s", delay)

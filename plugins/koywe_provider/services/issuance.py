@@ -1,26 +1,36 @@
 """Issuing ledger rows through Koywe, exactly once as seen from Koywe.
 
-For each row: claim it (``in_flight``, committed before anything is sent); if an earlier POST may have
-reached Koywe (``attempts > 0``: ``unknown``, ``retryable`` after a send, an ``in_flight`` row whose
-lease expired after a crash, a re-queued row) look it up by its internal reference first and adopt what
-Koywe has (seeds ``000_…``–``002_…``: no idempotency key, never re-submit after a 2xx); otherwise count
-the send (committed), POST, and record the outcome with its attempt row. A row never sent
-(``attempts == 0``) is POSTed without a lookup (seed ``000_…``: not on every issuance). The ledger, not
-the task, remembers what was sent.
+For each row: claim it (``in_flight``, committed before anything is sent); if a POST of its current
+generation may have reached Koywe (``generation_sends > 0``: ``unknown``, ``retryable`` after a send, an
+``in_flight`` row whose lease expired after a crash, a re-queued row) look it up by its Koywe reference
+first and adopt what Koywe has only when its content matches (:mod:`koywe_provider.services.adoption`;
+seeds ``000_…``–``002_…``: no idempotency key, never re-submit after a 2xx). Otherwise the send is
+fenced: take a token of the deployment-wide rate budget, then in one UPDATE check that this task still
+holds the row and extend its lease (:meth:`~koywe_provider.ledger.Ledger.mark_sent`), then POST, and
+record the outcome with its attempt row in one transaction. A generation never sent is POSTed without a
+lookup (seed ``000_…``: not on every issuance). The ledger, not the task, remembers what was sent.
 
-Classification of one ``POST /documents`` (see docs/DESIGN.md, "Issuance state machine"):
+Classification of one ``POST /documents`` (``docs/DESIGN.md``, "Issuance state machine"):
 
 =====================================================  ==============================================
 Koywe's answer                                         ledger row
 =====================================================  ==============================================
-2xx, ``result.status == 0``                            ``issued`` (document id and number stored)
-400, or 2xx with ``result.status != 0``                ``rejected`` with Koywe's message (permanent)
-429                                                    wait ``Retry-After`` (else >= 30 s, doubling,
-                                                       jitter) pausing the whole process's pacing;
-                                                       at most 3 tries, then ``retryable``
+2xx, ``result.status == 0``                            ``issued`` (``draft`` for a Chile draft); Koywe
+                                                       id, folio and statuses stored
+2xx, ``result.status == 2``                            ``not_sent``: generated, not sent to the tax
+                                                       bureau yet; followed, never re-issued
+2xx without ``document_id`` (``200 {"error": …}``)     ``unknown`` (looked up before any resend)
+400, or 2xx with ``result.status`` 1                   ``rejected`` with Koywe's message; a fix is a
+                                                       new generation (``INV-1~2``)
+429                                                    the shared budget pauses for every task
+                                                       (``max(30 s, Retry-After)``, doubling, capped);
+                                                       at most 3 tries, or a pause longer than the
+                                                       lease, then ``retryable`` due after the pause
 5xx, connection refused before the body was sent       ``retryable`` at the backoff schedule
 timeout, connection dropped after sending              ``unknown`` (looked up before any resend)
 401 after one token refresh, bad credentials           row released, the task fails
+lookup: several documents, or one with other content   ``dead`` (``DuplicateAlarm`` /
+                                                       ``ContentMismatchAlarm``): nothing sent
 =====================================================  ==============================================
 
 Backoff schedule (:func:`retry_delay_seconds`, defaults): after the n-th POST of a document the next
@@ -51,11 +61,22 @@ from koywe_provider.exceptions import (
     KoyweTransientError,
 )
 from koywe_provider.hooks.koywe import KoyweHook
-from koywe_provider.ledger import ClaimedDocument, DocumentState, Ledger
-from koywe_provider.ledger.core import LeaseLostError
+from koywe_provider.hooks.rate_budget import RateBudgetTimeout
+from koywe_provider.ledger import (
+    AttemptKind,
+    AttemptOutcome,
+    AttemptRecord,
+    ClaimedDocument,
+    DocumentFacts,
+    DocumentState,
+    LeaseLostError,
+    Ledger,
+)
+from koywe_provider.ledger.errors import DuplicateKoyweDocumentError
+from koywe_provider.models.answers import DocumentAnswer
+from koywe_provider.services.adoption import LookupVerdict, judge_lookup
 
 RATE_LIMIT_TRIES = 3
-RATE_LIMIT_MIN_WAIT_SECONDS = 30.0
 RETRY_BASE_SECONDS = 60.0
 RETRY_MAX_SECONDS = 6 * 3600.0
 MAX_ATTEMPTS = 10
@@ -67,6 +88,7 @@ RETRY_STATES: tuple[DocumentState, ...] = (
     DocumentState.IN_FLIGHT,
 )
 DUPLICATE_ALARM = "DuplicateAlarm"
+CONTENT_MISMATCH_ALARM = "ContentMismatchAlarm"
 #: Seconds a lease must still have beyond one request's timeout before another POST is sent.
 LEASE_MARGIN_SECONDS = 5.0
 
@@ -80,19 +102,16 @@ class IssuancePolicy:
     :param retry_base_seconds: first delay of the backoff schedule (0 = due at once; tests only).
     :param retry_max_seconds: cap of the backoff schedule.
     :param max_attempts: POSTs after which a failing row is ``dead``.
-    :param rate_limit_min_wait_seconds: wait after a 429 without ``Retry-After`` (doubles per try).
     """
 
     lease_seconds: int = LEASE_SECONDS
     retry_base_seconds: float = RETRY_BASE_SECONDS
     retry_max_seconds: float = RETRY_MAX_SECONDS
     max_attempts: int = MAX_ATTEMPTS
-    rate_limit_min_wait_seconds: float = RATE_LIMIT_MIN_WAIT_SECONDS
 
     @classmethod
     def from_config(cls) -> IssuancePolicy:
-        """Read ``[koywe] lease_seconds, retry_base_seconds, retry_max_seconds, max_attempts,
-        rate_limit_min_wait_seconds`` from Airflow's configuration (``AIRFLOW__KOYWE__…`` env vars);
+        """Read ``[koywe] lease_seconds, retry_base_seconds, retry_max_seconds, max_attempts`` from Airflow's configuration (``AIRFLOW__KOYWE__…`` env vars);
         missing options keep the defaults. Call at task run time, never at DAG parse time."""
         from airflow.sdk import conf
 
@@ -101,9 +120,6 @@ class IssuancePolicy:
             retry_base_seconds=conf.getfloat("koywe", "retry_base_seconds", fallback=RETRY_BASE_SECONDS),
             retry_max_seconds=conf.getfloat("koywe", "retry_max_seconds", fallback=RETRY_MAX_SECONDS),
             max_attempts=conf.getint("koywe", "max_attempts", fallback=MAX_ATTEMPTS),
-            rate_limit_min_wait_seconds=conf.getfloat(
-                "koywe", "rate_limit_min_wait_seconds", fallback=RATE_LIMIT_MIN_WAIT_SECONDS
-            ),
         )
 
 
@@ -117,41 +133,27 @@ def retry_delay_seconds(
     return min(cap, base * 2 ** max(0, attempts - 1))
 
 
-def rate_limit_wait_seconds(
-    err: KoyweRateLimitedError,
-    try_number: int,
-    *,
-    rng: random.Random,
-    minimum: float = RATE_LIMIT_MIN_WAIT_SECONDS,
-) -> float:
-    """Seconds to wait after the ``try_number``-th 429 in a row (seed ``000_…``).
-
-    Koywe's ``Retry-After`` when present; otherwise at least ``minimum`` (30 s), doubling per try, plus
-    up to 20 % jitter.
-    """
-    if err.retry_after is not None:
-        return err.retry_after
-    base = minimum * 2 ** max(0, try_number - 1)
-    return base * (1 + 0.2 * rng.random())
-
-
 @dataclass
 class BatchOutcome:
     """Counts of one batch: what happened to each claimed row (a small XCom).
 
     ``retried``: rows taken from ``retryable``/``unknown``/expired ``in_flight`` or sent before;
-    ``adopted``: found at Koywe by reference and recorded without a POST; ``duplicate_alarms``: several
-    Koywe documents carry the reference (row ``dead``, a person decides); ``lookups``: reference lookups
+    ``adopted``: found at Koywe by reference, with our content, and recorded without a POST;
+    ``not_sent``: generated by Koywe but not sent to the tax bureau yet (``result.status`` 2, followed);
+    ``duplicate_alarms``: several Koywe documents carry the reference; ``mismatch_alarms``: one does, with
+    other content (both: row ``dead``, a person decides, nothing sent); ``lookups``: reference lookups
     made; ``rate_limited``: 429 answers; ``skipped``: rows another run holds.
     """
 
     issued: int = 0
+    not_sent: int = 0
     adopted: int = 0
     rejected: int = 0
     retryable: int = 0
     unknown: int = 0
     dead: int = 0
     duplicate_alarms: int = 0
+    mismatch_alarms: int = 0
     skipped: int = 0
     lookups: int = 0
     rate_limited: int = 0
@@ -253,69 +255,154 @@ class Issuer:
             # Not at Koywe after max_attempts POSTs: stop (a person re-queues it for one more try).
             self._dead(doc, "none of them reached Koywe (reference not found)", outcome, sent=doc.attempts)
             return
+        lease_until = doc.lease_expires_at
         rate_limited_tries = 0
         while True:
+            # The fence: the rate token first, then (one UPDATE) "still ours? extend the lease", then
+            # the POST. No wait can fall between the lease check and the send.
             try:
-                sent = self.ledger.mark_sent(doc.pk, owner=self.owner)
+                self.hook.reserve_request(timeout=self._time_left(lease_until))
+            except RateBudgetTimeout as err:
+                self._budget_exhausted(doc, err, outcome)
+                return
+            try:
+                sent = self.ledger.mark_sent(doc.pk, owner=self.owner, lease_seconds=self.lease_seconds)
             except LeaseLostError:
+                self.hook.release_reservation()
                 outcome.skipped += 1  # another run took the row over: it will look it up first
                 return
+            lease_until = datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
             started = time.monotonic()
             try:
-                document = self.hook.create_document(doc.payload or {}, reference=doc.reference)
+                document = self.hook.create_document(doc.payload or {}, reference=doc.koywe_reference)
             except KoyweRateLimitedError as err:
                 rate_limited_tries += 1
                 outcome.rate_limited += 1
-                self._attempt(doc, "rate_limited", err, started)
-                wait = rate_limit_wait_seconds(
-                    err, rate_limited_tries, rng=self.rng, minimum=self.policy.rate_limit_min_wait_seconds
-                )
-                self.hook.limiter.pause(wait)  # the whole process slows down, not just this row
-                if rate_limited_tries >= RATE_LIMIT_TRIES or not self._lease_allows(doc, wait):
+                self._attempt(doc, AttemptOutcome.RATE_LIMITED, err, started)
+                wait = self.hook.pause_for_rate_limit(err, rng=self.rng)  # every task of the deployment
+                left = self._time_left(lease_until, wait)
+                if rate_limited_tries >= RATE_LIMIT_TRIES or (left is not None and left <= 0):
+                    # The pause outlasts what this task may hold the row for: hand it back, due then.
                     self._retry_later(doc, err, outcome, sent=sent, delay=wait)
                     return
                 continue
             except KoyweRejectedError as err:
-                self._attempt(doc, "rejected", err, started)
-                created = (err.response or {}).get("document_id")
-                self._guarded(
-                    self.ledger.mark_rejected,
-                    doc,
-                    outcome,
-                    error=err.message,
-                    error_class=type(err).__name__,
-                    koywe_document_id=None if created is None else str(created),
-                    result_status=err.result_status,
-                )
-                outcome.rejected += 1
+                self._rejected(doc, err, outcome, started)
                 return
             except KoyweTransientError as err:
-                self._attempt(doc, "retryable", err, started)
+                self._attempt(doc, AttemptOutcome.RETRYABLE, err, started)
                 self._retry_later(doc, err, outcome, sent=sent)
                 return
             except (KoyweAuthError, KoyweConfigurationError) as err:
-                self._attempt(doc, "auth_error", err, started)
+                self._attempt(doc, AttemptOutcome.AUTH_ERROR, err, started)
                 self.ledger.release(doc.pk, owner=self.owner)
                 raise
             except (KoyweOutcomeUnknownError, KoyweError) as err:
-                # Timeout or dropped connection after sending, or an answer we cannot read: the document
-                # may exist at Koywe, so the next try looks it up first.
-                self._attempt(doc, "unknown", err, started)
+                # Timeout or dropped connection after sending, a 2xx without document_id, or an answer
+                # we cannot read: the document may exist at Koywe, so the next try looks it up first.
+                self._attempt(doc, AttemptOutcome.UNKNOWN, err, started)
                 self._unknown(doc, err, outcome, sent=sent)
                 return
-            self._attempt(doc, "issued", None, started, http_status=201)
-            self._mark_issued(doc, document, adopted=False)
-            outcome.issued += 1
+            self._record_document(doc, document, outcome, started, adopted=False)
             return
 
+    def _time_left(self, lease_until: datetime | None, wait: float = 0.0) -> float | None:
+        """Seconds a budget wait may take so that the POST still ends inside the lease (``None``: no
+        lease to respect); ``wait`` is time already promised to a pause."""
+        if lease_until is None:
+            return None
+        left = (lease_until - datetime.now(UTC)).total_seconds()
+        return max(0.0, left - wait - float(self.hook.timeout) - LEASE_MARGIN_SECONDS)
+
+    def _budget_exhausted(self, doc: ClaimedDocument, err: RateBudgetTimeout, outcome: BatchOutcome) -> None:
+        """No rate token within the lease: hand the row back, due when the budget has room again, instead
+        of sleeping on it (nothing was sent)."""
+        reason = "paused after a 429" if err.paused else "exhausted"
+        message = KoyweRateLimitedError(
+            f"the shared Koywe rate budget is {reason}; released before sending", retry_after=err.retry_after
+        )
+        if self._guarded(
+            self.ledger.mark_retryable,
+            doc,
+            outcome,
+            error=message.message,
+            error_class="RateBudgetTimeout",
+            next_attempt_at=datetime.now(UTC) + timedelta(seconds=max(1.0, err.retry_after)),
+        ):
+            outcome.retryable += 1
+
+    def _rejected(
+        self, doc: ClaimedDocument, err: KoyweRejectedError, outcome: BatchOutcome, started
+    ) -> None:
+        self._attempt(doc, AttemptOutcome.REJECTED, err, started)
+        answer = err.response if isinstance(err.response, DocumentAnswer) else None
+        facts = DocumentFacts.from_answer(answer) if answer is not None else DocumentFacts()
+        facts = DocumentFacts(
+            **{
+                **facts.as_dict(),
+                "result_status": err.result_status,
+                "result_error_message": err.error_message or None,
+            }
+        )
+        if self._guarded(
+            self.ledger.mark_rejected,
+            doc,
+            outcome,
+            error=err.message,
+            error_class=type(err).__name__,
+            facts=facts,
+        ):
+            outcome.rejected += 1
+
+    def _record_document(
+        self,
+        doc: ClaimedDocument,
+        document: DocumentAnswer,
+        outcome: BatchOutcome,
+        started: float,
+        *,
+        adopted: bool,
+    ) -> None:
+        """Record a document Koywe holds (created now, or found by lookup): ``issued``, ``draft``,
+        ``not_sent`` (result.status 2) or, when the bureau already refused it, ``rejected``."""
+        facts = DocumentFacts.from_answer(document)
+        attempt = self._record(
+            doc,
+            AttemptOutcome.ADOPTED if adopted else AttemptOutcome.ISSUED,
+            None,
+            started,
+            kind=AttemptKind.LOOKUP if adopted else AttemptKind.CREATE,
+            http_status=200 if adopted else 201,
+        )
+        try:
+            state = self.ledger.mark_issued(
+                doc.pk, owner=self.owner, facts=facts, adopted=adopted, attempt=attempt
+            )
+        except LeaseLostError:
+            outcome.skipped += 1
+            return
+        except DuplicateKoyweDocumentError as err:
+            self._held(doc, outcome, str(err), "DuplicateKoyweDocument")
+            outcome.duplicate_alarms += 1
+            return
+        if state is DocumentState.REJECTED:
+            outcome.rejected += 1
+        elif adopted:
+            outcome.adopted += 1
+        elif state is DocumentState.NOT_SENT:
+            outcome.not_sent += 1
+        else:
+            outcome.issued += 1
+
     def _handled_by_lookup(self, doc: ClaimedDocument, outcome: BatchOutcome) -> bool:
-        """Look the row up by reference; adopt a single match; alarm on several. True when handled."""
+        """Look the row's current generation up by its Koywe reference; adopt a single match with our
+        content; alarm on several or on other content. True when the row was handled."""
         rate_limited_tries = 0
         while True:
             outcome.lookups += 1
             started = time.monotonic()
             try:
-                found = self.hook.find_documents_by_reference(doc.reference, account_id=doc.account_id)
+                found = self.hook.find_documents_by_reference(doc.koywe_reference, account_id=doc.account_id)
                 break
             except (KoyweAuthError, KoyweConfigurationError):
                 self.ledger.release(doc.pk, owner=self.owner)
@@ -323,69 +410,53 @@ class Issuer:
             except KoyweRateLimitedError as err:
                 rate_limited_tries += 1
                 outcome.rate_limited += 1
-                wait = rate_limit_wait_seconds(
-                    err, rate_limited_tries, rng=self.rng, minimum=self.policy.rate_limit_min_wait_seconds
-                )
-                self.hook.limiter.pause(wait)
-                if rate_limited_tries < RATE_LIMIT_TRIES and self._lease_allows(doc, wait):
+                wait = self.hook.pause_for_rate_limit(err, rng=self.rng)
+                left = self._time_left(doc.lease_expires_at, wait)
+                if rate_limited_tries < RATE_LIMIT_TRIES and (left is None or left > 0):
                     continue
-                self._attempt(doc, "unknown", err, started, kind="lookup")
+                self._attempt(doc, AttemptOutcome.UNKNOWN, err, started, kind=AttemptKind.LOOKUP)
                 self._unknown(doc, err, outcome, sent=doc.attempts, prefix="lookup failed: ", delay=wait)
                 return True
             except KoyweError as err:
                 # Could not check: sending now might duplicate; leave it for a later lookup.
-                self._attempt(doc, "unknown", err, started, kind="lookup")
+                self._attempt(doc, AttemptOutcome.UNKNOWN, err, started, kind=AttemptKind.LOOKUP)
                 self._unknown(doc, err, outcome, sent=doc.attempts, prefix="lookup failed: ")
                 return True
-        if not found:
-            self._attempt(doc, "not_found", None, started, kind="lookup", http_status=200)
-            return False
-        if len(found) > 1:
-            ids = ", ".join(str(d.get("document_id")) for d in found)
-            message = (
-                f"duplicate alarm: {len(found)} Koywe documents carry reference {doc.reference!r} "
-                f"({ids}); a person must decide which one stands (none is cancelled automatically)"
-            )
+        judgement = judge_lookup(doc.koywe_reference, doc.payload, found)
+        if judgement.verdict is LookupVerdict.NOT_FOUND:
             self._attempt(
-                doc, "duplicate_alarm", None, started, kind="lookup", http_status=200, error=message
+                doc, AttemptOutcome.NOT_FOUND, None, started, kind=AttemptKind.LOOKUP, http_status=200
             )
-            self._guarded(self.ledger.mark_dead, doc, outcome, error=message, error_class=DUPLICATE_ALARM)
-            outcome.duplicate_alarms += 1
+            return False
+        if judgement.verdict is LookupVerdict.ADOPT:
+            self._record_document(doc, judgement.document, outcome, started, adopted=True)
             return True
-        self._attempt(doc, "adopted", None, started, kind="lookup", http_status=200)
-        self._mark_issued(doc, found[0], adopted=True)
-        outcome.adopted += 1
+        duplicate = judgement.verdict is LookupVerdict.DUPLICATE
+        self._attempt(
+            doc,
+            AttemptOutcome.DUPLICATE_ALARM if duplicate else AttemptOutcome.CONTENT_MISMATCH,
+            None,
+            started,
+            kind=AttemptKind.LOOKUP,
+            http_status=200,
+            error=judgement.message,
+        )
+        self._held(doc, outcome, judgement.message, DUPLICATE_ALARM if duplicate else CONTENT_MISMATCH_ALARM)
+        if duplicate:
+            outcome.duplicate_alarms += 1
+        else:
+            outcome.mismatch_alarms += 1
         return True
 
     # --- helpers -------------------------------------------------------------------------------
-    def _lease_allows(self, doc: ClaimedDocument, wait: float) -> bool:
-        """Whether the claim outlives a wait of ``wait`` s plus one request (else another run could take the
-        row over while our POST is under way)."""
-        if doc.lease_expires_at is None:
-            return True
-        left = (doc.lease_expires_at - datetime.now(UTC)).total_seconds()
-        return left > wait + float(self.hook.timeout) + LEASE_MARGIN_SECONDS
+    def _held(self, doc: ClaimedDocument, outcome: BatchOutcome, message: str, error_class: str) -> None:
+        self.log_alarm(doc, message)
+        self._guarded(self.ledger.mark_held, doc, outcome, error=message, error_class=error_class)
 
-    def _mark_issued(self, doc: ClaimedDocument, document: dict, *, adopted: bool) -> None:
-        header = document.get("header") if isinstance(document.get("header"), dict) else {}
-        result = document.get("result") if isinstance(document.get("result"), dict) else {}
+    def log_alarm(self, doc: ClaimedDocument, message: str) -> None:
+        import logging
 
-        def as_int(value):
-            try:
-                return None if value in (None, "") else int(value)
-            except (TypeError, ValueError):
-                return None
-
-        self.ledger.mark_issued(
-            doc.pk,
-            koywe_document_id=str(document.get("document_id")),
-            document_number=None if header.get("document_number") is None else str(header["document_number"]),
-            document_status=as_int(header.get("document_status", document.get("document_status"))),
-            taxbureau_sending_status=as_int(header.get("taxbureau_sending_status")),
-            taxbureau_validation_status=as_int(header.get("taxbureau_validation_status")),
-            result_status=as_int(result.get("status")) or 0,
-            adopted=adopted,
-        )
+        logging.getLogger(__name__).error("Ledger row %s (%s): %s", doc.pk, doc.reference, message)
 
     def _next_attempt_at(self, sent: int, delay: float | None = None) -> datetime:
         scheduled = retry_delay_seconds(
@@ -466,19 +537,18 @@ class Issuer:
             return False
         return True
 
-    def _attempt(
+    def _record(
         self,
         doc: ClaimedDocument,
         outcome: str,
         err: KoyweError | None,
         started: float,
         *,
-        kind: str = "create",
+        kind: str = AttemptKind.CREATE,
         http_status: int | None = None,
         error: str | None = None,
-    ) -> None:
-        self.ledger.record_attempt(
-            doc.pk,
+    ) -> AttemptRecord:
+        return AttemptRecord(
             kind=kind,
             outcome=outcome,
             http_status=err.status_code if err is not None else http_status,
@@ -487,3 +557,8 @@ class Issuer:
             run_id=self.run_id,
             task=self.task,
         )
+
+    def _attempt(
+        self, doc: ClaimedDocument, outcome: str, err: KoyweError | None, started: float, **kwargs
+    ) -> None:
+        self.ledger.record_attempt(doc.pk, self._record(doc, outcome, err, started, **kwargs))

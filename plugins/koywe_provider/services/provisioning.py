@@ -463,13 +463,12 @@ def confirm_account(pk: int, accounts: AccountLedger, hook, *, log=None) -> Crea
     if row is None or row["state"] not in (AccountState.CREATED, AccountState.CONFIRMED):
         return CreateResult(pk, row["state"] if row else "missing", row and row["koywe_account_id"])
     try:
-        body = hook.get_account(row["koywe_account_id"])
+        answer = hook.get_account(row["koywe_account_id"])
     except KoyweNotFoundError:
         accounts.note(pk, f"GET /accounts/{row['koywe_account_id']} answered 404 right after the create")
         return CreateResult(pk, row["state"], row["koywe_account_id"], error="not found at Koywe")
-    created = body.get("account_created") if isinstance(body.get("account_created"), dict) else body
-    country = created.get("country_id")
-    code = created.get("registration_tax_id_code")
+    country = answer.country_id
+    code = answer.registration_tax_id_code
     mismatch = []
     if country is not None and str(country) != str(row["country_id"]):
         mismatch.append(f"country_id {country} != {row['country_id']}")
@@ -485,8 +484,7 @@ def confirm_account(pk: int, accounts: AccountLedger, hook, *, log=None) -> Crea
     if mismatch:
         accounts.note(pk, "Koywe's account differs from the request: " + "; ".join(mismatch))
         return CreateResult(pk, row["state"], row["koywe_account_id"], error="; ".join(mismatch))
-    status = created.get("certification_status")
-    accounts.mark_confirmed(pk, None if status is None else str(status))
+    accounts.mark_confirmed(pk, answer.certification_status)
     if log:
         log.info("Account %s confirmed by GET /accounts", row["koywe_account_id"])
     return CreateResult(pk, AccountState.CONFIRMED, row["koywe_account_id"])
