@@ -15,15 +15,16 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	touch $(STAMP)
 
-demo: $(STAMP)  ## issue the sample inbox through real Airflow against the local sandbox
-	$(PY) -m koywe_demo demo
+demo: $(STAMP)  ## issue the sample inbox through real Airflow against the local sandbox (ledger: airflow_home/koywe_ledger.db)
+	$(PY) -m koywe_demo demo $(DEMO_ARGS)
 
 test: $(STAMP)  ## the whole test suite (PostgreSQL tests skip unless CI=true or a server answers)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-up: $(STAMP)  ## airflow standalone (http://localhost:8080) with the sandbox on :8099
-	$(PY) -m koywe_demo up
+up: $(STAMP)  ## Airflow's UI on http://127.0.0.1:8080 and the sandbox on 127.0.0.1:8099 until Ctrl+C (UP_ARGS="--api-port 8081 --schedules")
+	$(PY) -m koywe_demo up $(UP_ARGS)
 
 setup: $(STAMP)
 	$(PY) -m koywe_demo setup

@@ -38,12 +38,36 @@ SHOWN = (
 )
 
 
-def _ledger(url: str | None) -> Ledger:
-    if url:
-        return Ledger(url)
-    from koywe_provider.hooks.ledger import KoyweLedgerHook
+class LedgerMissingError(RuntimeError):
+    """The ledger named by the URL has not been created (no file, or no ``koywe_alembic_version``)."""
 
-    return KoyweLedgerHook().get_ledger()
+
+def _ledger(url: str | None) -> Ledger:
+    """The ledger at ``url`` (default: the ``koywe_ledger`` connection's), never created here.
+
+    :raises LedgerMissingError: the SQLite file does not exist or the database was never migrated.
+    """
+    if not url:
+        from koywe_provider.hooks.ledger import KoyweLedgerHook
+
+        url = KoyweLedgerHook().get_url()
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    hint = (
+        "make demo and make up keep theirs in <checkout>/airflow_home: export AIRFLOW_HOME=<checkout>/airflow_home, "
+        "or pass --ledger-url"
+    )
+    if parsed.get_backend_name() == "sqlite":
+        from pathlib import Path
+
+        if not parsed.database or not Path(parsed.database).exists():
+            raise LedgerMissingError(f"no ledger at {parsed.database or '(memory)'}; {hint}")
+    ledger = Ledger(url)
+    if ledger.current_revision() is None:
+        ledger.dispose()
+        raise LedgerMissingError(f"the database {parsed.render_as_string()} holds no Koywe ledger; {hint}")
+    return ledger
 
 
 def _rows(ledger: Ledger, references: Sequence[str]) -> list[dict[str, Any]]:
@@ -84,7 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     requeue_p.add_argument("--account-id", help="only rows of this Koywe account")
     args = parser.parse_args(argv)
 
-    ledger = _ledger(args.ledger_url)
+    try:
+        ledger = _ledger(args.ledger_url)
+    except LedgerMissingError as err:
+        print(f"koywe: {err}", file=sys.stderr)
+        return 2
     if args.command == "show":
         rows = show(ledger, args.reference)
         print(json.dumps(rows, indent=2, default=str))
