@@ -78,8 +78,8 @@ def probe_dag_imports() -> dict:
 
 def probe_ingest(inbox_file: str, ledger_url: str) -> dict:
     """Run in a fresh interpreter: ingest ``inbox_file`` into a new ledger; seconds and peak RSS (MB)."""
-    from koywe_provider.services.ingestion import as_storage_path, read_inbox
     from koywe_provider.ledger import Ledger
+    from koywe_provider.services.ingestion import as_storage_path, read_inbox
 
     ledger = Ledger(ledger_url)
     ledger.migrate()

@@ -161,7 +161,11 @@ def test_a_requeued_rejection_is_a_new_generation_whose_lookup_ignores_the_old_o
     outcome = issuer.issue_range(pk, pk, states=RETRY, due_before=LATER)
     row = ledger.get(pk)
     (second,) = created_under(clean_sandbox, "PE-RQ-1~2")
-    assert (outcome.adopted, row["state"], row["koywe_document_id"]) == (1, "issued", str(second["document_id"]))
+    assert (outcome.adopted, row["state"], row["koywe_document_id"]) == (
+        1,
+        "issued",
+        str(second["document_id"]),
+    )
 
 
 def test_result_status_2_is_not_sent_then_followed_to_the_bureau_answer(

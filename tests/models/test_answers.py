@@ -32,7 +32,9 @@ RESPONSES = Path(__file__).resolve().parents[2].parent / "shared" / "koywe" / "e
 def koywe_example(name: str):
     path = RESPONSES / name
     if not path.exists():
-        pytest.skip(f"Koywe's example answers are not here ({path}); they live in the steering repo's shared/")
+        pytest.skip(
+            f"Koywe's example answers are not here ({path}); they live in the steering repo's shared/"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -160,7 +162,9 @@ def test_content_compares_tax_ids_totals_type_and_date():
     ]
 
 
-@pytest.mark.parametrize("name", ["crm_test__list_documents_flat_legacy.json", "crm_test__list_documents_hal.json"])
+@pytest.mark.parametrize(
+    "name", ["crm_test__list_documents_flat_legacy.json", "crm_test__list_documents_hal.json"]
+)
 def test_koywes_list_examples(name):
     page = DocumentPage.parse(koywe_example(name), 1)
     (doc,) = page.documents
@@ -172,7 +176,9 @@ def test_koywes_list_examples(name):
 
 
 def test_koywes_create_answer_example():
-    doc = DocumentAnswer.from_any(koywe_example("postman__post_documents_response_sample_colombia_account.json"))
+    doc = DocumentAnswer.from_any(
+        koywe_example("postman__post_documents_response_sample_colombia_account.json")
+    )
     assert doc.document_id == "377" and doc.document_number == "1040447"
     assert doc.totals.total_amount == Decimal("4355.40")
     assert doc.references == []  # Koywe sends null
@@ -235,7 +241,12 @@ def test_account_answer_reads_both_account_shapes():
         }
     )
     flat = AccountAnswer.model_validate(
-        {"account_id": 638, "country_id": 253, "registration_tax_id_code": "76086428-5", "certification_status": 1}
+        {
+            "account_id": 638,
+            "country_id": 253,
+            "registration_tax_id_code": "76086428-5",
+            "certification_status": 1,
+        }
     )
     for answer in (nested, flat):
         assert (answer.account_id, answer.country_id, answer.registration_tax_id_code) == (

@@ -79,7 +79,17 @@ def test_result_status_two_exists_and_is_not_final():
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(3, 3), ("3", 3), ("003", 3), (3.0, 3), (None, None), ("", None), ("x", None), (True, None), (2.5, None)],
+    [
+        (3, 3),
+        ("3", 3),
+        ("003", 3),
+        (3.0, 3),
+        (None, None),
+        ("", None),
+        ("x", None),
+        (True, None),
+        (2.5, None),
+    ],
 )
 def test_parse_status_reads_what_koywe_sends(raw, expected):
     parsed = parse_status(TaxBureauValidationStatus, raw)
