@@ -13,8 +13,10 @@ from koywe_provider.operators.koywe import (
     KoyweAuthOperator,
     KoyweIngestInboxOperator,
     KoyweIssuanceReportOperator,
+    KoyweIssuedEventOperator,
     KoyweIssueDocumentsOperator,
     KoywePlanBatchesOperator,
+    KoyweRunCheckOperator,
 )
 from koywe_provider.retry_policies import koywe_default_args
 
@@ -32,8 +34,11 @@ with DAG(
 4. **issue** each range (mapped, pool `koywe_api`), claiming each row before its POST;
 5. **poll_taxbureau**: one `GET /documents` per 100 documents of the issue-date window updates the
    tax-bureau statuses (Chile validates asynchronously; rejected documents become `rejected`);
-6. **report** counts by state and every failure, as a file and in the log, and emit the
-   `koywe_issued_documents` asset.
+6. **report** counts by state and every failure, as a file and in the log (runs even after a failure);
+7. **publish** the `koywe_issued_documents` asset event (counts in `extra`), skipped when nothing was issued;
+8. **check_run** fails the run, in one line naming what failed and the report, when a task failed or the
+   run has dead rows or duplicate alarms (invalid lines fail it only above `[koywe] max_invalid_fraction`,
+   default 1.0 = never); the counts are in its log and XCom.
 
 Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: the run's date) and
 `dry_run` (validate and record, send nothing).
@@ -87,7 +92,10 @@ Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: the r
         ingest=ingest.output,
         outcomes=issue.output,
         dry_run="{{ params.dry_run }}",
-        outlets=[KOYWE_ISSUED_DOCUMENTS],
         trigger_rule="all_done",
     )
-    ingest >> authenticate >> plan >> issue >> poll_taxbureau >> report
+    publish = KoyweIssuedEventOperator(
+        task_id="publish", summary=report.output, outlets=[KOYWE_ISSUED_DOCUMENTS]
+    )
+    check_run = KoyweRunCheckOperator(task_id="check_run", summary=report.output, trigger_rule="all_done")
+    ingest >> authenticate >> plan >> issue >> poll_taxbureau >> report >> publish >> check_run

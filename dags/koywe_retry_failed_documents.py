@@ -10,8 +10,10 @@ from koywe_provider.assets import KOYWE_ISSUED_DOCUMENTS
 from koywe_provider.operators.koywe import (
     KoyweAuthOperator,
     KoyweIssuanceReportOperator,
+    KoyweIssuedEventOperator,
     KoyweIssueDocumentsOperator,
     KoywePlanBatchesOperator,
+    KoyweRunCheckOperator,
 )
 from koywe_provider.retry_policies import koywe_default_args
 from koywe_provider.services.issuance import RETRY_STATES
@@ -91,7 +93,10 @@ atomically, so no document is sent twice.
         task_id="report",
         outcomes=issue.output,
         dry_run="{{ params.dry_run }}",
-        outlets=[KOYWE_ISSUED_DOCUMENTS],
         trigger_rule="all_done",
     )
-    authenticate >> plan >> issue >> report
+    publish = KoyweIssuedEventOperator(
+        task_id="publish", summary=report.output, outlets=[KOYWE_ISSUED_DOCUMENTS]
+    )
+    check_run = KoyweRunCheckOperator(task_id="check_run", summary=report.output, trigger_rule="all_done")
+    authenticate >> plan >> issue >> report >> publish >> check_run

@@ -1,7 +1,7 @@
 """Task retry rules for Koywe tasks (Airflow 3.3 ``ExceptionRetryPolicy``).
 
 Retrying only helps when the cause passes: rate limits and transient server or network errors are
-retried after a delay; rejected documents and refused credentials fail at once (a retry would send the
+retried after a delay; rejected documents, refused credentials and a missing inbox fail at once (a retry would send the
 same thing and be refused again — and repeated logins get IPs banned, seed ``000_…``).
 """
 
@@ -28,6 +28,13 @@ def koywe_retry_policy() -> ExceptionRetryPolicy:
                 exception=[f"{_PKG}.KoyweRejectedError", f"{_PKG}.DocumentValidationError"],
                 action=RetryAction.FAIL,
                 reason="Rejected by Koywe or by local validation: the payload must be fixed",
+            ),
+            RetryRule(
+                # The inbox path does not exist (ObjectStoragePath raises NotADirectoryError for a missing
+                # folder): the same path would be missing again on every retry.
+                exception=["builtins.FileNotFoundError", "builtins.NotADirectoryError"],
+                action=RetryAction.FAIL,
+                reason="The inbox (or a file it names) does not exist: fix the path and trigger again",
             ),
             RetryRule(
                 exception=f"{_PKG}.KoyweRateLimitedError",

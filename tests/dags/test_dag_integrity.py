@@ -104,6 +104,8 @@ def test_daily_issuance_shape(parsed):
         "issue",
         "poll_taxbureau",
         "report",
+        "publish",
+        "check_run",
     ]
     assert dag["tasks"]["authenticate"]["pool"] == "koywe_auth"
     assert dag["tasks"]["issue"]["pool"] == "koywe_api"

@@ -227,3 +227,20 @@ def test_header_document_status_is_the_counterparty_view_never_cancelled(
         apply_status_reports(ledger, [DocumentFacts.from_answer(issuer.hook.get_document(koywe_id))])
         row = ledger.get(pk)
         assert (row["state"], row["document_status"], row["counterparty_status"]) == ("issued", 1, status)
+
+
+def test_the_ledger_lists_every_generation_of_a_reissued_document(ledger, ingest, make_issuer, clean_sandbox):
+    document = peru_factura()
+    account = str(document["header"]["account_id"])
+    pk = ingest(ledger, {"PE-LIST-1": document}, account_id=account)["PE-LIST-1"]
+    issuer = make_issuer(ledger)
+    clean_sandbox.reject_references("PE-LIST-1")
+    issuer.issue_range(pk, pk)
+    ledger.requeue(["PE-LIST-1"], states=("rejected",))
+    issuer.issue_range(pk, pk)
+    (row,) = ledger.reissued()
+    assert (row["reference"], row["state"], row["generation"]) == ("PE-LIST-1", "issued", 2)
+    assert [(g["koywe_reference"], g["taxbureau_validation_status"]) for g in row["generations"]] == [
+        ("PE-LIST-1", 5),
+        ("PE-LIST-1~2", 3),
+    ]

@@ -121,6 +121,43 @@ class QueriesMixin(LedgerDatabase):
         with self._read() as session:
             return [dict(r._mapping) for r in session.execute(stmt)]
 
+    def reissued(self, *, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Rows in their second generation or later (re-issued after a refusal), in id order, at most
+        ``limit``: ``id, reference, account_id, state, generation`` and ``generations``, every generation
+        record oldest first (``generation, koywe_reference, koywe_document_id, document_number,
+        taxbureau_validation_status, result_status, outcome``). ``run_id``: rows last ingested by it."""
+        stmt = (
+            sa.select(DOCS.c.id, DOCS.c.reference, DOCS.c.account_id, DOCS.c.state, DOCS.c.generation)
+            .where(DOCS.c.generation > 1)
+            .order_by(DOCS.c.id)
+            .limit(limit)
+        )
+        if run_id is not None:
+            stmt = stmt.where(DOCS.c.run_id == run_id)
+        shown = (
+            "generation",
+            "koywe_reference",
+            "koywe_document_id",
+            "document_number",
+            "taxbureau_validation_status",
+            "result_status",
+            "outcome",
+        )
+        with self._read() as session:
+            rows = [dict(r._mapping) for r in session.execute(stmt)]
+            if rows:
+                records = session.execute(
+                    sa.select(GENERATIONS)
+                    .where(GENERATIONS.c.document_pk.in_([r["id"] for r in rows]))
+                    .order_by(GENERATIONS.c.document_pk, GENERATIONS.c.generation)
+                )
+                by_row: dict[int, list[dict[str, Any]]] = {}
+                for record in records:
+                    by_row.setdefault(record.document_pk, []).append({k: getattr(record, k) for k in shown})
+                for row in rows:
+                    row["generations"] = by_row.get(row["id"], [])
+        return rows
+
     def payload_history_for(self, pk: int) -> list[dict[str, Any]]:
         """``koywe_payload_history`` rows of document ``pk`` (payloads a correction replaced:
         ``payload_hash``, ``source``, ``line_no``, ``replaced_at``, ``generation``), oldest first."""

@@ -238,12 +238,14 @@ class KoyweIssueDocumentsOperator(BaseOperator):
 
 
 class KoyweIssuanceReportOperator(BaseOperator):
-    """Write and log the run's report; emit the issued-documents Asset event with the counts.
+    """Write and log the run's report (run it with ``trigger_rule="all_done"``: it reports failures too).
 
     :param report_dir: folder (``ObjectStoragePath`` URL or local path) for ``<dag_id>/<run_id>.json|.md``;
         default ``$AIRFLOW_HOME/koywe_reports``.
     :param outcomes: the mapped issue tasks' XComs. :param ingest: the ingest task's XCom.
-    XCom: ``{"states": {...}, "failures": n, "report": path}``.
+    XCom: ``{"states": {...}, "failures": n, "counts": {...}, "report": path}`` (``counts`` is
+    :func:`~koywe_provider.services.report.run_counts`), read by :class:`KoyweIssuedEventOperator` and
+    :class:`KoyweRunCheckOperator`.
     """
 
     template_fields: Sequence[str] = ("report_dir", "outcomes", "ingest", "dry_run", "koywe_ledger_conn_id")
@@ -269,7 +271,7 @@ class KoyweIssuanceReportOperator(BaseOperator):
         import os
 
         from koywe_provider.services.ingestion import as_storage_path
-        from koywe_provider.services.report import build_report, render_markdown, write_report
+        from koywe_provider.services.report import build_report, render_markdown, run_counts, write_report
 
         ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
         report = build_report(
@@ -286,14 +288,90 @@ class KoyweIssuanceReportOperator(BaseOperator):
         )
         json_path, _ = write_report(report, as_storage_path(folder))
         self.log.info("Koywe issuance report (%s):\n%s", json_path, render_markdown(report))
-        summary = {"states": report["states"], "failures": len(report["failures"]), "report": str(json_path)}
+        return {
+            "states": report["states"],
+            "failures": len(report["failures"]),
+            "counts": run_counts(report),
+            "report": str(json_path),
+        }
+
+
+class KoyweIssuedEventOperator(BaseOperator):
+    """Emit the Asset event of its ``outlets`` only when the run issued something (``issued + adopted > 0``).
+
+    Skipped otherwise: Airflow 3.3 registers an outlet's event whenever its task succeeds, so skipping is
+    how a task withholds it. The event's ``extra``: ``run_id``, the report's ``counts`` and its path.
+
+    :param summary: the report task's XCom.
+    """
+
+    template_fields: Sequence[str] = ("summary",)
+
+    def __init__(self, *, summary: Any = None, **kwargs):
+        super().__init__(**kwargs)
+        self.summary = summary
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        summary = self.summary if isinstance(self.summary, dict) else {}
+        counts = summary.get("counts") or {}
+        if counts.get("issued", 0) + counts.get("adopted", 0) <= 0:
+            raise AirflowSkipException("Nothing issued in this run: no Asset event")
+        extra = {"run_id": context["run_id"], **counts, "report": summary.get("report")}
         for asset in self.outlets:
-            context["outlet_events"][asset].extra = {
-                "run_id": context["run_id"],
-                "issued": report["states"].get("issued", 0),
-                "report": str(json_path),
-            }
-        return summary
+            context["outlet_events"][asset].extra = extra
+        self.log.info("Asset event with %s", extra)
+        return extra
+
+
+class KoyweRunCheckOperator(BaseOperator):
+    """The run's last task (``trigger_rule="all_done"``): fail the run when its work failed.
+
+    Fails (once, no retries, one line naming what failed and the report) when another task of the run
+    failed, when no report was written, when the run has ``dead`` rows or duplicate alarms, or when more
+    than ``max_invalid_fraction`` of its documents are invalid (``[koywe] max_invalid_fraction``, default
+    1.0: invalid lines are recorded rejections listed in the report and do not fail the run).
+
+    A task cannot set its own run's note in Airflow 3.3 (the Task SDK has no call for it), so the counts
+    go to this task's log and XCom (key ``run_check``, and the return value when the run is OK):
+    ``{"ok", "problems", "counts", "report"}``.
+
+    :param summary: the report task's XCom.
+    """
+
+    template_fields: Sequence[str] = ("summary",)
+
+    def __init__(self, *, summary: Any = None, max_invalid_fraction: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.summary = summary
+        self.max_invalid_fraction = max_invalid_fraction
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk import conf
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from koywe_provider.services.report import DEFAULT_MAX_INVALID_FRACTION, run_problems
+
+        ti = context["ti"]
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+        states = {task: state for task, state in states.items() if task != ti.task_id}
+        threshold = self.max_invalid_fraction
+        if threshold is None:
+            threshold = conf.getfloat("koywe", "max_invalid_fraction", fallback=DEFAULT_MAX_INVALID_FRACTION)
+        summary = self.summary if isinstance(self.summary, dict) else None
+        counts = summary.get("counts") if summary else None
+        problems = run_problems(states, counts, max_invalid_fraction=threshold)
+        report = (summary or {}).get("report") or "none written"
+        result = {"ok": not problems, "problems": problems, "counts": counts or {}, "report": report}
+        self.log.info("Koywe run counts: %s", counts)
+        ti.xcom_push(key="run_check", value=result)  # kept when the check fails, too
+        if problems:
+            message = f"Koywe run failed: {'; '.join(problems)} (report: {report})"
+            self.log.error(message)
+            raise AirflowFailException(message)
+        self.log.info("Koywe run OK (report: %s)", report)
+        return result
 
 
 class KoyweReferenceLookupOperator(BaseOperator):

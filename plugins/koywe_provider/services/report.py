@@ -73,6 +73,7 @@ def build_report(
         "conflicts": ledger.conflicts(run_id=run_id),
         "dead": dead,
         "duplicate_alarms": [f for f in dead if f.get("last_error_class") == DUPLICATE_ALARM],
+        "reissued": ledger.reissued(run_id=run_id, limit=MAX_LISTED),
     }
 
 
@@ -96,6 +97,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- adopted (found at Koywe by reference, not sent again): {batches.get('adopted', 0)}",
         f"- dead (gave up in this run): {batches.get('dead', 0)}",
         f"- duplicate alarms (this run): {batches.get('duplicate_alarms', 0)}",
+        f"- content mismatch alarms (this run): {batches.get('mismatch_alarms', 0)}",
+        f"- not sent to the tax bureau yet (followed): {batches.get('not_sent', 0)}",
     ]
     alarms = report.get("duplicate_alarms") or []
     if alarms:
@@ -118,6 +121,21 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {_cell(f['reference'])} | {f['state']} | {error} | {_cell(where)} |")
         if any(f["state"] == "dead" for f in failures):
             lines += ["", "Rows in state `dead` need a person: fix the cause, then re-queue them."]
+    reissued = report.get("reissued") or []
+    if reissued:
+        lines += ["", f"## Re-issued after a refusal ({len(reissued)}): every generation", ""]
+        lines += [
+            "| reference | state | generation | Koywe reference | Koywe id | folio | bureau | outcome |"
+        ]
+        lines += ["|---|---|---|---|---|---|---|---|"]
+        for r in reissued:
+            for g in r.get("generations") or []:
+                lines.append(
+                    f"| {_cell(r['reference'])} | {r['state']} | {g['generation']} | "
+                    f"{_cell(g.get('koywe_reference') or '')} | {_cell(g.get('koywe_document_id') or '')} | "
+                    f"{_cell(g.get('document_number') or '')} | {g.get('taxbureau_validation_status') or ''} | "
+                    f"{g.get('outcome') or ''} |"
+                )
     conflicts = report["conflicts"]
     if conflicts:
         lines += [
@@ -149,3 +167,71 @@ def write_report(report: dict[str, Any], directory) -> tuple[Any, Any]:
     json_path.write_text(json.dumps(report, indent=2, default=str))
     md_path.write_text(render_markdown(report))
     return json_path, md_path
+
+
+#: Task states that mean a task's work did not happen.
+FAILED_TASK_STATES = ("failed", "upstream_failed")
+#: Default ``[koywe] max_invalid_fraction``: invalid lines are recorded rejections (listed in the report
+#: with file, line and field), so by default they never fail the run; dead rows and duplicate alarms do.
+DEFAULT_MAX_INVALID_FRACTION = 1.0
+
+
+def run_counts(report: dict[str, Any]) -> dict[str, int]:
+    """The counts a person (and the Asset event's ``extra``) needs about one run's report."""
+    states = report.get("states") or {}
+    batches = report.get("batches") or {}
+    return {
+        "documents": sum(int(v or 0) for v in states.values()),
+        "issued": int(batches.get("issued", 0)),
+        "adopted": int(batches.get("adopted", 0)),
+        "rejected": int(states.get("rejected", 0)),
+        "invalid": int(states.get("invalid", 0)),
+        "dead": max(int(states.get("dead", 0)), int(batches.get("dead", 0))),
+        "duplicate_alarms": int(batches.get("duplicate_alarms", 0)),
+        "mismatch_alarms": int(batches.get("mismatch_alarms", 0)),
+        "not_sent": int(states.get("not_sent", 0)),
+        "reissued": len(report.get("reissued") or ()),
+        "failures": len(report.get("failures") or ()),
+    }
+
+
+def run_problems(
+    task_states: dict[str, str | None],
+    counts: dict[str, int] | None,
+    *,
+    max_invalid_fraction: float = DEFAULT_MAX_INVALID_FRACTION,
+) -> list[str]:
+    """Why a run must fail (``[]`` = it did its work): failed tasks, no report, dead rows, duplicate
+    alarms, or more than ``max_invalid_fraction`` of the run's documents invalid.
+
+    :param task_states: ``{task_id or task_id_<map_index>: state}`` of the run's other tasks.
+    :param counts: :func:`run_counts` of the run's report, ``None`` when no report was written.
+    """
+    problems = []
+    failed = sorted(t for t, s in task_states.items() if s == "failed")
+    if failed:
+        problems.append(f"task{'s' if len(failed) > 1 else ''} {', '.join(failed)} failed")
+    else:
+        blocked = sorted(t for t, s in task_states.items() if s in FAILED_TASK_STATES)
+        if blocked:
+            problems.append(f"task(s) {', '.join(blocked)} did not run")
+    if counts is None:
+        problems.append("no report was written")
+        return problems
+    if counts.get("dead"):
+        problems.append(f"{counts['dead']} dead row(s) need a person")
+    if counts.get("duplicate_alarms"):
+        problems.append(
+            f"{counts['duplicate_alarms']} duplicate alarm(s): several Koywe documents per reference"
+        )
+    if counts.get("mismatch_alarms"):
+        problems.append(
+            f"{counts['mismatch_alarms']} content mismatch alarm(s): a Koywe document under our reference "
+            f"is not ours"
+        )
+    documents, invalid = counts.get("documents", 0), counts.get("invalid", 0)
+    if invalid and documents and invalid / documents > max_invalid_fraction:
+        problems.append(
+            f"{invalid} of {documents} documents invalid (above [koywe] max_invalid_fraction={max_invalid_fraction})"
+        )
+    return problems
