@@ -154,6 +154,24 @@ class KoyweHook(HttpHook):
         self._session: Session | None = None
         self.calls = 0  # HTTP requests this hook sent (auth included); cheap observability for reports
 
+    def clone(self) -> KoyweHook:
+        """A hook of the same connection, token store and shared state with its own HTTP session (one per
+        thread: ``requests`` sessions are not shared between threads). Token and rate budget are shared."""
+        twin = type(self)(
+            self.koywe_conn_id, token_store=self._token_store, shared_state_url=self._shared_state_url
+        )
+        for name in (
+            "connection",
+            "_credentials",
+            "requests_per_second",
+            "timeout",
+            "shared_state_url",
+            "token_store",
+        ):
+            if name in self.__dict__:  # already resolved here: no second read of the connection
+                twin.__dict__[name] = self.__dict__[name]
+        return twin
+
     # --- connection ----------------------------------------------------------------------------
     @cached_property
     def connection(self):
