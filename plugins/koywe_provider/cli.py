@@ -63,8 +63,12 @@ def _ledger(url: str | None) -> Ledger:
 
         if not parsed.database or not Path(parsed.database).exists():
             raise LedgerMissingError(f"no ledger at {parsed.database or '(memory)'}; {hint}")
+    import sqlalchemy as sa
+
+    from koywe_provider.ledger.models import VERSION_TABLE
+
     ledger = Ledger(url)
-    if ledger.current_revision() is None:
+    if not sa.inspect(ledger.engine).has_table(VERSION_TABLE):  # no alembic here: it logs to stdout
         ledger.dispose()
         raise LedgerMissingError(f"the database {parsed.render_as_string()} holds no Koywe ledger; {hint}")
     return ledger

@@ -283,12 +283,23 @@ def test_a_grant_that_comes_late_is_not_used(caplog):
     budget.acquire()
     assert "using a late grant" in caplog.text
     slow["on"] = False
-    granted = 0
+    # Grants are evenly spaced (one per 10 ms at 100/s), never a burst: at the same instant, no other.
     with pytest.raises(RateBudgetTimeout):
-        while True:
-            budget.acquire(timeout=0)
-            granted += 1
-    assert granted == 100 - 11
+        budget.acquire(timeout=0)
+    clock.now += 0.020  # a spacing later (10.5 ms, plus the library's few ms of slack)
+    assert budget.acquire(timeout=0) == 0.0
+
+
+def test_grants_are_evenly_spaced_never_a_burst():
+    clock = FakeClock()
+    budget = InProcessBudget(R, clock=clock, sleep=clock.sleep)
+    stamps = []
+    for _ in range(3 * R):
+        budget.acquire()
+        stamps.append(clock.now)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert min(gaps) >= (1.0 / R) * 0.99  # a whole spacing between two grants
+    assert max_in_any_window(stamps, width=1.0) <= R
 
 
 def test_weights_and_rates_are_checked():

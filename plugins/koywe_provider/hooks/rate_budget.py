@@ -125,6 +125,18 @@ def window_for(rate_per_second: float, margin_seconds: float = DEFAULT_MARGIN_SE
     return Rate(1, math.ceil(1000 / rate_per_second) + margin_ms)
 
 
+def spaced(window: Rate) -> list[Rate]:
+    """``window`` plus an even spacing of one grant per ``interval / limit``: never more than ``limit``
+    per window, and never a burst of the whole window at once. A burst granted at once reaches Koywe
+    spread by each sender's own delay (a fenced send's lease UPDATE sits between grant and POST), and
+    the next window's grants could then arrive in the same second; evenly spaced grants leave that
+    delay a whole spacing of slack."""
+    if window.limit < 2:
+        return [window]
+    # floor: the spacing rate may not be stricter on average than the window (pyrate-limiter refuses it)
+    return [Rate(1, max(1, math.floor(window.interval / window.limit))), window]
+
+
 def rate_limit_wait_seconds(
     retry_after: float | None,
     consecutive_429s: int,
@@ -218,7 +230,7 @@ class _MemoryBackend(_Backend):
     kind = "memory"
 
     def __init__(self, rate: Rate, clock: Callable[[], float]) -> None:
-        self.bucket = InMemoryBucket([rate])
+        self.bucket = InMemoryBucket(spaced(rate))
         # InMemoryBucket reads ``self._clock`` (pyrate-limiter's documented way to inject a clock).
         self.bucket._clock = _ClockAdapter(clock)
         self._pause_ms: int | None = None
@@ -262,7 +274,7 @@ class _SQLiteBackend(_Backend):
             )
             conn.commit()
         self._table = table
-        self.bucket = SQLiteBucket([rate], conn, table, lock=self._file_lock)
+        self.bucket = SQLiteBucket(spaced(rate), conn, table, lock=self._file_lock)
 
     @contextlib.contextmanager
     def locked(self, timeout: float | None) -> Iterator[None]:
@@ -333,7 +345,7 @@ class _PostgresBackend(_Backend):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS koywe_rate_pause (budget TEXT PRIMARY KEY, until_ms BIGINT NOT NULL)"
             )
-        self.bucket = PostgresBucket(self._pool, table, [rate])
+        self.bucket = PostgresBucket(self._pool, table, spaced(rate))
 
     def get_pause_ms(self) -> int | None:
         with self._pool.connection() as conn:
@@ -378,7 +390,7 @@ class _RedisBackend(_Backend):
 
         self._redis = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10)
         self._key = key
-        self.bucket = _RedisTimeBucket.init([rate], self._redis, key)
+        self.bucket = _RedisTimeBucket.init(spaced(rate), self._redis, key)
 
     @contextlib.contextmanager
     def locked(self, timeout: float | None) -> Iterator[None]:
