@@ -29,7 +29,7 @@ up: $(STAMP)  ## Airflow's UI on http://127.0.0.1:8080 and the sandbox on 127.0.
 setup: $(STAMP)
 	$(PY) -m koywe_demo setup
 
-bench: $(STAMP)  ## throughput vs the rate limit, ingestion memory, DAG parse cost (BENCH_ARGS="--documents 500")
+bench: $(STAMP)  ## one JSON line per scenario: throughput vs the rate limit, ingestion memory, DAG parse (BENCH_ARGS="--scenario r20_l200 --documents 200")
 	$(PY) benchmarks/run_bench.py $(BENCH_ARGS)
 
 lint: $(STAMP)

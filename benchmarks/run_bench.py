@@ -1,24 +1,39 @@
 """``make bench``: issuance throughput against Koywe's rate limit, ingestion memory and DAG parse cost.
 
-A benchmark, not a test: it measures and records, it asserts nothing. Steps:
+A benchmark, not a test: it measures and records, it asserts nothing. It prints **one JSON line per
+scenario** on stdout (logs go to stderr); ``--scenario NAME`` (repeatable) runs only the named ones.
 
-1. **DAG parse cost**: a fresh interpreter (with ``airflow.sdk`` already imported, as in the
-   dag-processor) imports every file of ``dags/``; ``dag_import_seconds`` is the total.
-2. **Ingestion memory**: ``--ingest-documents`` (100,000) generated documents (``koywe_samples``) are
-   read from one JSON Lines file (``ObjectStoragePath``, streamed) into a SQLite ledger in a separate
-   process; ``peak_rss_mb`` is that process's peak resident memory (``getrusage``).
-3. **Issuance**: ``--documents`` (2,000) generated documents go through ``koywe_daily_issuance`` under a
-   real scheduler (``--executor local``: LocalExecutor; ``celery``: two Celery workers on Redis) with the
-   metadata database and the ledger on a throwaway PostgreSQL database, against the sandbox at
-   ``--rate-limit`` requests/s and ``--latency-ms`` per call; the ``koywe_default`` connection's
-   ``requests_per_second`` is the same rate. ``issue_seconds`` runs from the first ``issue`` task's
-   start to the last one's end; ``docs_per_second = documents / issue_seconds``.
-4. **Baseline** on the same documents and sandbox: the loop Koywe's docs describe, one ``POST
-   /documents`` after another with one cached token (``--baseline-documents`` of them: its rate is
-   bounded by one request's round trip, so a sample measures it).
+Issuance scenarios (``koywe_daily_issuance`` under a real scheduler, metadata database and ledger on a
+throwaway PostgreSQL database, against the sandbox; the sandbox's ``rate_limit`` is always the
+``koywe_default`` connection's ``requests_per_second``, so any overshoot shows as 429s):
 
-Prints one JSON line and appends a row to ``benchmarks/results.md``. Needs PostgreSQL at
-127.0.0.1:5432 (``KOYWE_TEST_PG_URL``) and, for ``--executor celery``, Redis at 127.0.0.1:6379.
+=================== ===== ========== ========= ===========================================
+scenario            R     latency    documents executor
+=================== ===== ========== ========= ===========================================
+``r20_l200``        20/s  200 ms     2,000     LocalExecutor
+``r5_l1000``        5/s   1,000 ms   500       LocalExecutor
+``r5_l2000``        5/s   2,000 ms   500       LocalExecutor
+``celery_r20_l200`` 20/s  200 ms     2,000     CeleryExecutor, two workers on Redis
+``mixed_r5_l1000``  not implemented yet: prints a line with ``"status": "not_implemented"``
+=================== ===== ========== ========= ===========================================
+
+``--documents N`` scales every issuance scenario down (or up). ``docs_per_second`` counts documents
+issued per second *of issuing*: from the start of the first ``POST /documents`` to the end of the last
+one, as the ledger's ``koywe_attempts`` rows tell (``attempted_at`` is written when a call returns,
+``duration_ms`` is its round trip), so Airflow's start-up, ingestion, authentication and the report are
+not in it. ``fraction_of_rate_limit = docs_per_second / R`` (one POST per document; the one ``POST
+/auth`` is left out). ``sandbox_issue_seconds`` is a cross-check from the sandbox: the harness polls
+``GET /_sandbox/stats`` every 0.25 s and times ``documents_created`` going from 0 to its final value.
+The counters (``rate_limited``, ``auth_calls``, ``lookups``, ``duplicate_references``,
+``max_requests_in_any_second``, ``max_in_flight``) are the sandbox's own.
+
+Other lines: ``dag_parse`` (a fresh interpreter with ``airflow.sdk`` loaded imports every file of
+``dags/``), ``ingest_memory`` (``--ingest-documents`` generated documents streamed from one JSON Lines
+file into a SQLite ledger in a separate process: peak RSS) and ``baseline_sequential`` (the loop of
+Koywe's docs, one ``POST /documents`` after another with one cached token, at R = 20 and 200 ms).
+
+Results are appended to ``benchmarks/results.md`` (``--no-record`` not). Needs PostgreSQL at
+127.0.0.1:5432 (``KOYWE_TEST_PG_URL``) and, for Celery, Redis at 127.0.0.1:6379.
 """
 
 from __future__ import annotations
@@ -31,16 +46,50 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import redirect_stdout
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results.md"
+ISSUANCE_MODULE = PROJECT_DIR / "plugins" / "koywe_provider" / "services" / "issuance.py"
 DAG_ID = "koywe_daily_issuance"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    rate_limit: float
+    latency_ms: float
+    documents: int
+    executor: str  # "local" | "celery"
+
+
+ISSUANCE_SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("r20_l200", 20, 200, 2000, "local"),
+        Scenario("r5_l1000", 5, 1000, 500, "local"),
+        Scenario("r5_l2000", 5, 2000, 500, "local"),
+        Scenario("celery_r20_l200", 20, 200, 2000, "celery"),
+    )
+}
+NOT_IMPLEMENTED = {
+    "mixed_r5_l1000": (
+        "not implemented: the daily DAG, the retry DAG with due rows, the tax-bureau follow-up and a "
+        "deferrable status sensor at once (R = 5, 1 s) needs seeded due rows and four DAG runs driven "
+        "together; not built yet"
+    ),
+}
+OTHER_SCENARIOS = ("dag_parse", "ingest_memory", "baseline_sequential")
+ALL_SCENARIOS = (*OTHER_SCENARIOS, *ISSUANCE_SCENARIOS, *NOT_IMPLEMENTED)
 RESULT_COLUMNS = (
     "date",
+    "engine",
+    "scenario",
     "executor",
     "documents",
     "rate_limit",
@@ -48,16 +97,31 @@ RESULT_COLUMNS = (
     "issue_seconds",
     "docs_per_second",
     "fraction_of_rate_limit",
-    "baseline_docs_per_second",
+    "sandbox_issue_seconds",
+    "rate_limited",
     "auth_calls",
     "lookups",
-    "rate_limited",
+    "duplicate_references",
+    "max_requests_in_any_second",
     "max_in_flight",
-    "ingest_documents",
-    "ingest_seconds",
-    "peak_rss_mb",
-    "dag_import_seconds",
+    "run_seconds",
+    "other",
 )
+#: Figures of the non-issuance lines, shown in the ``other`` column of ``results.md``.
+OTHER_FIGURES = ("dag_import_seconds", "ingest_documents", "ingest_seconds", "peak_rss_mb", "status", "error")
+SCENARIO_TABLE = "## Scenario runs"
+
+
+def engine_label() -> str:
+    """``concurrent`` once the issuing engine (``[koywe] max_in_flight``) is in the checkout, else ``pre-engine``."""
+    try:
+        return "concurrent" if "max_in_flight" in ISSUANCE_MODULE.read_text() else "pre-engine"
+    except OSError:
+        return "unknown"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------ probes
@@ -110,6 +174,7 @@ def run_probe(*args: str, env: dict | None = None) -> dict:
 
 # ------------------------------------------------------------------------------------------ pieces
 def generate_inbox(path: Path, count: int, *, seed: int, prefix: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
             sys.executable,
@@ -132,21 +197,94 @@ def _when(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def issue_through_airflow(args, home: Path, inbox: Path, sandbox, database_url: str) -> dict:
-    """One run of the DAG on a real scheduler; timings from the task instances, counts from the ledger."""
+class CreationWatch:
+    """Polls ``GET /_sandbox/stats`` (not rate limited, not counted) to time ``documents_created``."""
+
+    def __init__(self, sandbox, interval: float = 0.25) -> None:
+        self.sandbox = sandbox
+        self.interval = interval
+        self.first: float | None = None  # monotonic time the first document was seen
+        self.last: float | None = None  # monotonic time the count last grew
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                created = self.sandbox.stats()["documents_created"]
+            except Exception:  # a missed poll only blurs the figure by one interval
+                created = self.count
+            now = time.monotonic()
+            if created > self.count:
+                if self.first is None:
+                    self.first = now - self.interval / 2
+                self.last = now - self.interval / 2
+                self.count = created
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> CreationWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.first is None or self.last is None else self.last - self.first
+
+
+def post_window(database_url: str) -> dict:
+    """First POST's start to last POST's end, from ``koywe_attempts`` (kind ``create``), and the counts."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT attempted_at, duration_ms FROM koywe_attempts WHERE kind = 'create'")
+            ).all()
+            states = dict(
+                conn.execute(sa.text("SELECT state, count(*) FROM koywe_documents GROUP BY state")).all()
+            )
+    finally:
+        engine.dispose()
+    if not rows:
+        return {"posts": 0, "issue_seconds": 0.0, "ledger": states}
+
+    def aware(value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    starts = [aware(at) - timedelta(milliseconds=ms or 0) for at, ms in rows]
+    ends = [aware(at) for at, _ in rows]
+    return {
+        "posts": len(rows),
+        "issue_seconds": (max(ends) - min(starts)).total_seconds(),
+        "ledger": states,
+    }
+
+
+def issue_through_airflow(args, scenario: Scenario, home: Path, inbox: Path, sandbox, database_url: str):
+    """One run of the daily DAG on a real scheduler; the POST window from the ledger, counts from the sandbox."""
     from koywe_demo.env import airflow_env, setup
     from koywe_demo.topology import run_topology, topology_env
-    from koywe_provider.ledger import Ledger
 
+    extra = {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}
+    if args.max_in_flight:
+        extra["AIRFLOW__KOYWE__MAX_IN_FLIGHT"] = str(args.max_in_flight)
     base = airflow_env(
         airflow_home=home,
         koywe_base_url=sandbox.base_url,
         credentials=sandbox.credentials,
         ledger_url=database_url,
-        requests_per_second=args.rate_limit,
-        extra={"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"},
+        requests_per_second=scenario.rate_limit,  # == the sandbox's rate limit
+        extra=extra,
     )
-    celery = args.executor == "celery"
+    celery = scenario.executor == "celery"
     env = topology_env(
         base,
         database_url=database_url,
@@ -158,158 +296,222 @@ def issue_through_airflow(args, home: Path, inbox: Path, sandbox, database_url: 
         api = topology.api()
         api.wait_for_dag(DAG_ID)
         api.unpause(DAG_ID)
-        run_id = api.trigger(DAG_ID, {"inbox": str(inbox), "issue_date": date.today().isoformat()})
-        run = api.wait_for_run(DAG_ID, run_id, timeout=args.timeout)
+        sandbox.reset()  # nothing before the run counts (no call is made before the trigger)
+        with CreationWatch(sandbox) as watch:
+            run_id = api.trigger(DAG_ID, {"inbox": str(inbox), "issue_date": date.today().isoformat()})
+            run = api.wait_for_run(DAG_ID, run_id, timeout=args.timeout)
         tis = api.task_instances(DAG_ID, run_id)
         api.close()
-    issue = [ti for ti in tis if ti["task_id"] == "issue" and ti["start_date"] and ti["end_date"]]
-    if run["state"] != "success" or not issue:
-        failed = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in tis if ti["state"] != "success"]
-        raise SystemExit(f"run {run_id} ended {run['state']}: {failed}; logs in {home}")
-    first = min(_when(ti["start_date"]) for ti in issue)
-    last = max(_when(ti["end_date"]) for ti in issue)
-    ledger = Ledger(database_url)
-    counts = ledger.counts_by_state()
-    ledger.dispose()
+    issue = [ti for ti in tis if ti["task_id"] == "issue"]
+    not_ok = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in tis if ti["state"] != "success"]
+    window = post_window(database_url)
     return {
-        "issue_seconds": (last - first).total_seconds(),
+        "run_state": run["state"],
+        "failed_tasks": not_ok,
         "run_seconds": (_when(run["end_date"]) - _when(run["start_date"])).total_seconds(),
         "issue_tasks": len(issue),
-        "ledger": counts,
+        "sandbox_issue_seconds": watch.seconds,
+        **window,
     }
 
 
-def baseline(args, inbox: Path, sandbox) -> dict:
+def run_issuance(args, scenario: Scenario, tmp_path: Path) -> dict:
+    from koywe_demo.databases import throwaway_database
+    from koywe_sandbox.testing import run_sandbox
+
+    documents = args.documents or scenario.documents
+    home = tmp_path / f"home_{scenario.name}"
+    home.mkdir()
+    inbox = tmp_path / f"inbox_{scenario.name}"
+    generate_inbox(inbox / "day.jsonl", documents, seed=args.seed, prefix="BENCH")
+    log(
+        f"{scenario.name}: {documents} documents, R={scenario.rate_limit}/s, {scenario.latency_ms} ms, "
+        f"{scenario.executor} executor ..."
+    )
+    with run_sandbox(
+        seed=args.seed, rate_limit=scenario.rate_limit, latency_ms=scenario.latency_ms
+    ) as sandbox:
+        with throwaway_database("koywe_bench") as database_url:
+            issued = issue_through_airflow(args, scenario, home, inbox, sandbox, database_url)
+        stats = sandbox.stats()
+    issued_docs = issued["ledger"].get("issued", 0)
+    seconds = issued["issue_seconds"]
+    docs_per_second = issued_docs / seconds if seconds else 0.0
+    result = {
+        "scenario": scenario.name,
+        "executor": scenario.executor,
+        "documents": issued_docs,
+        "documents_in_inbox": documents,
+        "rate_limit": scenario.rate_limit,
+        "latency_ms": scenario.latency_ms,
+        "docs_per_second": round(docs_per_second, 2),
+        "fraction_of_rate_limit": round(docs_per_second / scenario.rate_limit, 3),
+        "issue_seconds": round(seconds, 1),
+        "sandbox_issue_seconds": None
+        if issued["sandbox_issue_seconds"] is None
+        else round(issued["sandbox_issue_seconds"], 1),
+        "rate_limited": stats["rate_limited"],
+        "auth_calls": stats["auth_calls"],
+        "lookups": stats["lookups"],
+        "duplicate_references": stats["duplicate_references"],
+        "max_requests_in_any_second": stats["max_requests_in_any_second"],
+        "max_in_flight": stats["max_in_flight"],
+        "documents_created": stats["documents_created"],
+        "posts": issued["posts"],
+        "max_in_flight_setting": args.max_in_flight or "default",
+        "engine": engine_label(),
+        "run_state": issued["run_state"],
+        "failed_tasks": issued["failed_tasks"],
+        "run_seconds": round(issued["run_seconds"], 1),
+        "issue_tasks": issued["issue_tasks"],
+        "ledger_states": issued["ledger"],
+    }
+    return result
+
+
+def run_baseline(args, tmp_path: Path) -> dict:
     """The sequential loop of Koywe's docs: one hook, one cached token, one POST after another."""
     from itertools import islice
 
     from koywe_provider.hooks.koywe import KoyweHook
     from koywe_provider.hooks.token_store import MemoryTokenStore
     from koywe_provider.services.ingestion import as_storage_path, read_inbox
+    from koywe_sandbox.testing import run_sandbox
 
-    os.environ["AIRFLOW_CONN_KOYWE_BENCH_BASELINE"] = json.dumps(
-        {
-            "conn_type": "koywe",
-            "host": sandbox.base_url,
-            "login": sandbox.credentials["username"],
-            "password": sandbox.credentials["password"],
-            "extra": {
-                "client_id": sandbox.credentials["client_id"],
-                "client_secret": sandbox.credentials["client_secret"],
-                "requests_per_second": args.rate_limit,
-            },
-        }
-    )
-    items = [
-        item
-        for item in islice(
-            read_inbox(as_storage_path(str(inbox)), issue_date=date.today()), args.baseline_documents
+    rate, latency = 20, 200
+    inbox = tmp_path / "baseline" / "day.jsonl"
+    generate_inbox(inbox, args.baseline_documents, seed=args.seed, prefix="BASE")
+    with run_sandbox(seed=args.seed, rate_limit=rate, latency_ms=latency) as sandbox:
+        os.environ["AIRFLOW_CONN_KOYWE_BENCH_BASELINE"] = json.dumps(
+            {
+                "conn_type": "koywe",
+                "host": sandbox.base_url,
+                "login": sandbox.credentials["username"],
+                "password": sandbox.credentials["password"],
+                "extra": {
+                    "client_id": sandbox.credentials["client_id"],
+                    "client_secret": sandbox.credentials["client_secret"],
+                    "requests_per_second": rate,
+                },
+            }
         )
-        if not item.error
-    ]
-    hook = KoyweHook("koywe_bench_baseline", token_store=MemoryTokenStore())
-    hook.get_token()
-    started = time.perf_counter()
-    for item in items:
-        hook.create_document(item.payload, reference=item.reference)
-    seconds = time.perf_counter() - started
-    return {"baseline_documents": len(items), "baseline_seconds": round(seconds, 1)}
+        items = [
+            item
+            for item in islice(read_inbox(as_storage_path(str(inbox)), issue_date=date.today()), None)
+            if not item.error
+        ]
+        hook = KoyweHook(
+            "koywe_bench_baseline",
+            token_store=MemoryTokenStore(),
+            shared_state_url=f"sqlite:///{tmp_path / 'baseline_state.db'}",
+        )
+        hook.get_token()
+        started = time.perf_counter()
+        for item in items:
+            hook.create_document(item.payload, reference=item.reference)
+        seconds = time.perf_counter() - started
+        stats = sandbox.stats()
+    dps = len(items) / seconds if seconds else 0.0
+    return {
+        "scenario": "baseline_sequential",
+        "executor": "none (one process, one loop)",
+        "documents": len(items),
+        "rate_limit": rate,
+        "latency_ms": latency,
+        "docs_per_second": round(dps, 2),
+        "fraction_of_rate_limit": round(dps / rate, 3),
+        "issue_seconds": round(seconds, 1),
+        "rate_limited": stats["rate_limited"],
+        "auth_calls": stats["auth_calls"],
+        "lookups": stats["lookups"],
+        "duplicate_references": stats["duplicate_references"],
+        "max_requests_in_any_second": stats["max_requests_in_any_second"],
+        "max_in_flight": stats["max_in_flight"],
+    }
 
 
-def append_result(row: dict, path: Path = RESULTS) -> None:
-    if not path.exists():
-        path.write_text(
-            "# Benchmark results\n\nOne row per `make bench` (see benchmarks/run_bench.py and the README).\n\n"
+def append_results(rows: list[dict], path: Path = RESULTS) -> None:
+    """Append rows to the scenario table (the last section of ``results.md``; created when missing)."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if SCENARIO_TABLE not in text:
+        text = text.rstrip("\n") + (
+            f"\n\n{SCENARIO_TABLE}\n\nOne row per scenario of each `make bench` (appended by "
+            "`benchmarks/run_bench.py`).\n\n"
             f"| {' | '.join(RESULT_COLUMNS)} |\n|{'---|' * len(RESULT_COLUMNS)}\n"
         )
-    with path.open("a") as handle:
-        handle.write(
-            "| " + " | ".join("" if row.get(c) is None else str(row[c]) for c in RESULT_COLUMNS) + " |\n"
-        )
+    for row in rows:
+        other = ", ".join(f"{k}={row[k]}" for k in OTHER_FIGURES if row.get(k) is not None)
+        row = {**row, "other": other.replace("|", "/") or None}
+        text += "| " + " | ".join("" if row.get(c) is None else str(row[c]) for c in RESULT_COLUMNS) + " |\n"
+    path.write_text(text)
 
 
 # ------------------------------------------------------------------------------------------ main
-def bench(args) -> dict:
-    from koywe_demo.databases import throwaway_database
-    from koywe_sandbox.testing import run_sandbox
-
+def bench(args, emit) -> list[dict]:
+    wanted = args.scenario or list(ALL_SCENARIOS)
+    stamp = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()} {os.cpu_count()} CPU",
+    }
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="koywe_bench_") as tmp:
         tmp_path = Path(tmp)
         home = tmp_path / "airflow_home"
         home.mkdir()
         os.environ["AIRFLOW_HOME"] = str(home)  # this process's own Airflow imports (baseline hook)
         env = {**os.environ, "AIRFLOW_HOME": str(home)}
-
-        print("measuring DAG import time ...", file=sys.stderr, flush=True)
-        parse = run_probe("dag-imports", env=env)
-
-        ingest: dict = {}
-        if args.ingest_documents:
-            print(f"ingesting {args.ingest_documents} documents ...", file=sys.stderr, flush=True)
-            big = tmp_path / "ingest" / "day.jsonl"
-            big.parent.mkdir()
-            generate_inbox(big, args.ingest_documents, seed=args.seed + 1, prefix="ING")
-            ingest = run_probe("ingest", str(big), f"sqlite:///{tmp_path / 'ingest.db'}", env=env)
-            big.unlink()
-
-        inbox = tmp_path / "inbox"
-        inbox.mkdir()
-        generate_inbox(inbox / "day.jsonl", args.documents, seed=args.seed, prefix="BENCH")
-        with run_sandbox(seed=args.seed, rate_limit=args.rate_limit, latency_ms=args.latency_ms) as sandbox:
-            with throwaway_database("koywe_bench") as database_url:
-                print(
-                    f"issuing {args.documents} documents ({args.executor} executor) ...",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                issued = issue_through_airflow(args, home, inbox, sandbox, database_url)
-            stats = sandbox.stats()
-            sandbox.reset()
-            print(f"baseline on {args.baseline_documents} documents ...", file=sys.stderr, flush=True)
-            base = baseline(args, inbox, sandbox)
-
-    documents = issued["ledger"].get("issued", 0)
-    docs_per_second = documents / issued["issue_seconds"] if issued["issue_seconds"] else 0.0
-    return {
-        "documents": documents,
-        "rate_limit": args.rate_limit,
-        "latency_ms": args.latency_ms,
-        "issue_seconds": round(issued["issue_seconds"], 1),
-        "docs_per_second": round(docs_per_second, 2),
-        "fraction_of_rate_limit": round(docs_per_second / args.rate_limit, 3),
-        "baseline_docs_per_second": round(base["baseline_documents"] / base["baseline_seconds"], 2),
-        "auth_calls": stats["auth_calls"],
-        "lookups": stats["lookups"],
-        "rate_limited": stats["rate_limited"],
-        "peak_rss_mb": ingest.get("peak_rss_mb"),
-        "executor": args.executor,
-        "max_in_flight": stats["max_in_flight"],
-        "duplicate_references": stats["duplicate_references"],
-        "ledger_states": issued["ledger"],
-        "issue_tasks": issued["issue_tasks"],
-        "run_seconds": round(issued["run_seconds"], 1),
-        "baseline_documents": base["baseline_documents"],
-        "ingest_documents": args.ingest_documents,
-        "ingest_seconds": ingest.get("ingest_seconds"),
-        **parse,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} {os.cpu_count()} CPU",
-    }
+        for name in wanted:
+            if name == "dag_parse":
+                log("dag_parse: importing every DAG file ...")
+                row = {"scenario": name, **run_probe("dag-imports", env=env)}
+            elif name == "ingest_memory":
+                if not args.ingest_documents:
+                    continue
+                log(f"ingest_memory: ingesting {args.ingest_documents} documents ...")
+                big = tmp_path / "ingest" / "day.jsonl"
+                generate_inbox(big, args.ingest_documents, seed=args.seed + 1, prefix="ING")
+                probe = run_probe("ingest", str(big), f"sqlite:///{tmp_path / 'ingest.db'}", env=env)
+                big.unlink()
+                row = {"scenario": name, "ingest_documents": args.ingest_documents, **probe}
+            elif name == "baseline_sequential":
+                if not args.baseline_documents:
+                    continue
+                log(f"baseline_sequential: {args.baseline_documents} documents ...")
+                row = run_baseline(args, tmp_path)
+            elif name in NOT_IMPLEMENTED:
+                log(f"{name}: {NOT_IMPLEMENTED[name]}")
+                row = {"scenario": name, "status": "not_implemented", "message": NOT_IMPLEMENTED[name]}
+            else:
+                try:
+                    row = run_issuance(args, ISSUANCE_SCENARIOS[name], tmp_path)
+                except Exception as exc:  # one broken scenario must not hide the others' figures
+                    log(f"{name}: failed: {exc!r}")
+                    row = {"scenario": name, "status": "error", "error": repr(exc)[:2000]}
+            row = {**row, **stamp}
+            rows.append(row)
+            emit(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/run_bench.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--documents", type=int, default=2000, help="documents issued through the DAG")
-    parser.add_argument("--rate-limit", type=float, default=20, help="sandbox and connection requests/s")
-    parser.add_argument("--latency-ms", type=float, default=200, help="sandbox latency per call, ms")
-    parser.add_argument("--executor", choices=("local", "celery"), default="local")
     parser.add_argument(
-        "--baseline-documents", type=int, default=200, help="documents of the sequential loop"
+        "--scenario", action="append", choices=ALL_SCENARIOS, help="run only this one (repeatable)"
     )
-    parser.add_argument("--ingest-documents", type=int, default=100_000, help="0 skips the memory probe")
+    parser.add_argument(
+        "--documents", type=int, default=0, help="documents per issuance scenario (its default)"
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=0,
+        help="AIRFLOW__KOYWE__MAX_IN_FLIGHT (0: the provider's default)",
+    )
+    parser.add_argument("--baseline-documents", type=int, default=50, help="documents of the sequential loop")
+    parser.add_argument("--ingest-documents", type=int, default=100_000, help="documents of ingest_memory")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--redis-db", type=int, default=7, help="Redis database of the Celery broker")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the DAG run")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for each DAG run")
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/results.md")
     parser.add_argument("--probe", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -318,11 +520,16 @@ def main(argv: list[str] | None = None) -> int:
         result = probe_dag_imports() if kind == "dag-imports" else probe_ingest(*rest)
         print(json.dumps(result))
         return 0
-    with redirect_stdout(sys.stderr):  # Airflow's and the hook's logs; stdout is the JSON line only
-        result = bench(args)
-    print(json.dumps(result))
+    stdout = sys.stdout
+
+    def emit(row: dict) -> None:
+        stdout.write(json.dumps(row) + "\n")
+        stdout.flush()
+
+    with redirect_stdout(sys.stderr):  # Airflow's and the hook's logs; stdout is the JSON lines only
+        rows = bench(args, emit)
     if not args.no_record:
-        append_result(result)
+        append_results([r for r in rows if r.get("status") != "not_implemented"])
     return 0
 
 
