@@ -110,25 +110,6 @@ class CachedToken:
     api_user: str | None = None
 
     @classmethod
-    def from_auth_response(
-        cls,
-        body: dict,
-        *,
-        now: datetime | None = None,
-        base_url: str | None = None,
-        api_user: str | None = None,
-    ) -> CachedToken:
-        """Build from ``POST /auth``'s ``{access_token, token_type, expires_in}`` (seconds; default 3600)."""
-        now = now or datetime.now(UTC)
-        expires_in = float(body.get("expires_in") or 3600)
-        return cls(
-            access_token=str(body["access_token"]),
-            expires_at=now + timedelta(seconds=expires_in),
-            base_url=normalize_base_url(base_url) if base_url else None,
-            api_user=api_user,
-        )
-
-    @classmethod
     def from_auth_answer(
         cls,
         answer: AuthAnswer,

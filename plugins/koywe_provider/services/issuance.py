@@ -45,6 +45,7 @@ row past the maximum gets one more try. Settings: Airflow config section ``[koyw
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -93,6 +94,7 @@ RETRY_STATES: tuple[DocumentState, ...] = (
     DocumentState.IN_FLIGHT,
 )
 DUPLICATE_ALARM = "DuplicateAlarm"
+log = logging.getLogger(__name__)
 CONTENT_MISMATCH_ALARM = "ContentMismatchAlarm"
 #: Seconds a lease must still have beyond one request's timeout before another POST is sent.
 LEASE_MARGIN_SECONDS = 5.0
@@ -401,14 +403,11 @@ class Issuer:
         """No rate token within the lease: hand the row back, due when the budget has room again, instead
         of sleeping on it (nothing was sent)."""
         reason = "paused after a 429" if err.paused else "exhausted"
-        message = KoyweRateLimitedError(
-            f"the shared Koywe rate budget is {reason}; released before sending", retry_after=err.retry_after
-        )
         if self._guarded(
             self.ledger.mark_retryable,
             doc,
             outcome,
-            error=message.message,
+            error=f"the shared Koywe rate budget is {reason}; released before sending",
             error_class="RateBudgetTimeout",
             next_attempt_at=datetime.now(UTC) + timedelta(seconds=max(1.0, err.retry_after)),
         ):
@@ -533,13 +532,8 @@ class Issuer:
 
     # --- helpers -------------------------------------------------------------------------------
     def _held(self, doc: ClaimedDocument, outcome: BatchOutcome, message: str, error_class: str) -> None:
-        self.log_alarm(doc, message)
+        log.error("Ledger row %s (%s): %s", doc.pk, doc.reference, message)
         self._guarded(self.ledger.mark_held, doc, outcome, error=message, error_class=error_class)
-
-    def log_alarm(self, doc: ClaimedDocument, message: str) -> None:
-        import logging
-
-        logging.getLogger(__name__).error("Ledger row %s (%s): %s", doc.pk, doc.reference, message)
 
     def _next_attempt_at(self, sent: int, delay: float | None = None) -> datetime:
         scheduled = retry_delay_seconds(
