@@ -241,7 +241,7 @@ class KoyweIssuanceReportOperator(BaseOperator):
     """Write and log the run's report (run it with ``trigger_rule="all_done"``: it reports failures too).
 
     :param report_dir: folder (``ObjectStoragePath`` URL or local path) for ``<dag_id>/<run_id>.json|.md``;
-        default ``$AIRFLOW_HOME/koywe_reports``.
+        default ``[koywe] reports_dir``, else ``$AIRFLOW_HOME/koywe_reports`` (where the Koywe page reads).
     :param outcomes: the mapped issue tasks' XComs. :param ingest: the ingest task's XCom.
     XCom: ``{"states": {...}, "failures": n, "counts": {...}, "report": path}`` (``counts`` is
     :func:`~koywe_provider.services.report.run_counts`), read by :class:`KoyweIssuedEventOperator` and
@@ -268,10 +268,14 @@ class KoyweIssuanceReportOperator(BaseOperator):
         self.koywe_ledger_conn_id = koywe_ledger_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        import os
-
         from koywe_provider.services.ingestion import as_storage_path
-        from koywe_provider.services.report import build_report, render_markdown, run_counts, write_report
+        from koywe_provider.services.report import (
+            build_report,
+            render_markdown,
+            reports_dir,
+            run_counts,
+            write_report,
+        )
 
         ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
         report = build_report(
@@ -283,10 +287,7 @@ class KoyweIssuanceReportOperator(BaseOperator):
             outcomes=list(self.outcomes[:]) if self.outcomes else [],
             dry_run=_to_bool(self.dry_run),
         )
-        folder = self.report_dir or str(
-            Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "koywe_reports"
-        )
-        json_path, _ = write_report(report, as_storage_path(folder))
+        json_path, _ = write_report(report, as_storage_path(self.report_dir or reports_dir()))
         self.log.info("Koywe issuance report (%s):\n%s", json_path, render_markdown(report))
         return {
             "states": report["states"],
