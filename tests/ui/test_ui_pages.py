@@ -220,3 +220,23 @@ def test_the_plugin_file_imports_no_web_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("state", "buttons"),
+    [
+        ("rejected", ["koywe_retry_failed_documents?references=R&requeue_rejected=true"]),
+        ("dead", ["koywe_retry_failed_documents?references=R&requeue_rejected=true"]),
+        ("invalid", ["koywe_retry_failed_documents?references=R"]),
+        ("retryable", ["koywe_retry_failed_documents?references=R"]),
+        ("unknown", ["koywe_retry_failed_documents?references=R"]),
+        ("pending", ["koywe_retry_failed_documents?references=R&requeue_rejected=true"]),
+        ("issued", ["koywe_void_documents?references=R", "koywe_document_status?reference=R&account_id=7"]),
+        ("draft", ["koywe_void_documents?references=R", "koywe_document_status?reference=R&account_id=7"]),
+        ("not_sent", ["koywe_void_documents?references=R"]),
+    ],
+)
+def test_each_state_gets_the_buttons_of_what_the_dags_do_with_it(state, buttons):
+    actions = ui_app.actions_for({"state": state, "reference": "R", "account_id": "7"})
+    assert [a.href() for a in actions] == [f"trigger/{b}" for b in buttons]
+    assert all(a.dag_id in ui_app.TRIGGERABLE for a in actions)

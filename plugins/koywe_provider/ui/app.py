@@ -81,20 +81,32 @@ class Action:
 
 
 def actions_for(row: dict[str, Any]) -> list[Action]:
-    """The buttons a document in ``row['state']`` gets."""
+    """The buttons a document in ``row['state']`` gets (what ``koywe_retry_failed_documents`` picks for a
+    named reference: ``retryable``/``unknown``/``in_flight`` rows, and ``pending`` ones plus re-queued
+    ``rejected``/``dead`` ones with ``requeue_rejected``)."""
     state, reference = row["state"], row["reference"]
     found: list[Action] = []
-    if state in ("rejected", "dead", "invalid"):
+    if state in ("rejected", "dead"):
         found.append(
             Action(
                 "Re-queue / fix and re-issue",
                 RETRY_DAG_ID,
-                {"references": [reference], "requeue_rejected": state in ("rejected", "dead")},
+                {"references": [reference], "requeue_rejected": True},
                 "koywe_retry_failed_documents with this reference: after its payload was fixed, the "
                 "document is issued again (a rejected one as a new generation)",
             )
         )
-    elif state in ("retryable", "unknown", "in_flight", "pending"):
+    elif state == "invalid":
+        found.append(
+            Action(
+                "Fix…",
+                RETRY_DAG_ID,
+                {"references": [reference]},
+                "koywe_retry_failed_documents with this reference: give the corrected fields in its form "
+                "(or ingest a corrected line)",
+            )
+        )
+    elif state in ("retryable", "unknown", "in_flight"):
         found.append(
             Action(
                 "Retry now",
@@ -102,6 +114,15 @@ def actions_for(row: dict[str, Any]) -> list[Action]:
                 {"references": [reference]},
                 "koywe_retry_failed_documents with this reference, due or not (looked up by reference "
                 "first when a send may have reached Koywe)",
+            )
+        )
+    elif state == "pending":
+        found.append(
+            Action(
+                "Issue now",
+                RETRY_DAG_ID,
+                {"references": [reference], "requeue_rejected": True},
+                "koywe_retry_failed_documents with this reference: issue it without waiting for the next run",
             )
         )
     if state in ("issued", "draft", "not_sent"):
