@@ -91,6 +91,7 @@ def test_a_document_page_shows_generations_attempts_and_the_bureau_but_no_payloa
     assert "compras@example.pe" not in peru and re.search(r"224\.3\d PEN", peru)
     invalid = client.get(f"/documents/{seeded.ids['INV-BAD-1']}").text
     assert "header.receiver_tax_id_code" in invalid and "1-9" in invalid
+    assert "none (the line did not parse)" in invalid and "<dt>total</dt>" not in invalid
     assert "receiver_tax_id_code&#34;: &#34;1-9" not in invalid and '"1-9"}' not in invalid  # no raw line
     assert client.get("/documents/999999").status_code == 404
 
@@ -240,3 +241,17 @@ def test_each_state_gets_the_buttons_of_what_the_dags_do_with_it(state, buttons)
     actions = ui_app.actions_for({"state": state, "reference": "R", "account_id": "7"})
     assert [a.href() for a in actions] == [f"trigger/{b}" for b in buttons]
     assert all(a.dag_id in ui_app.TRIGGERABLE for a in actions)
+
+
+def test_a_line_without_a_reference_is_shown_by_its_file_and_line():
+    from koywe_provider.ui import render
+
+    source = "file:///data/inbox/documents-invalid.jsonl"
+    assert render.short_reference(f"{source}#L2") == "documents-invalid.jsonl#L2"
+    assert render.short_reference("INV-1") == "INV-1"
+    assert (
+        render.reason(f"{source} line 2: missing or empty reference", source, 2)
+        == "missing or empty reference"
+    )
+    assert render.reason(f"{source} line 3: x", source, 2) == f"{source} line 3: x"  # another line: kept
+    assert render.reason(None) == ""

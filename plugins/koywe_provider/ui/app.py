@@ -196,6 +196,8 @@ def create_app(
         doctype=render.document_type_name,
         when=render.when,
         markdown=render.markdown,
+        reason=render.reason,
+        short_reference=render.short_reference,
     )
     env.globals["amount"] = render.amount
 

@@ -107,6 +107,23 @@ def when(value: Any) -> str:
     return str(value)
 
 
+def short_reference(reference: str | None) -> str:
+    """A line without a reference is keyed ``<source URL>#L<n>``: shown as ``<file name>#L<n>``."""
+    text = reference or ""
+    return text.rsplit("/", 1)[-1] if "://" in text else text
+
+
+def reason(error: str | None, source: str | None = None, line_no: int | None = None) -> str:
+    """``error`` without the ``"<source> line <n>: "`` it starts with when that is the row's own file and
+    line (shown in its own column)."""
+    text = error or ""
+    if source and line_no is not None:
+        prefix = f"{source} line {line_no}: "
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text
+
+
 @cache
 def _markdown() -> Any:
     from markdown_it import MarkdownIt
@@ -128,6 +145,8 @@ __all__ = [
     "currency_code",
     "document_type_name",
     "markdown",
+    "reason",
+    "short_reference",
     "status_label",
     "when",
 ]
