@@ -94,7 +94,7 @@
       input = el("input", { id, name, type: type === "number" || type === "integer" ? "number" : "text", step: type === "number" ? "any" : null });
       input.value = value ?? "";
     }
-    return el("div", { class: "param" }, el("label", { for: id }, el("span", { text: title })), input, help ? el("small", { text: type === "array" ? `${help} (one per line)` : help }) : null);
+    return el("div", { class: "param" }, el("label", { for: id }, el("span", { text: title })), input, help ? el("small", { text: type === "array" && !/per line/i.test(help) ? `${help} (one per line)` : help }) : null);
   }
 
   function conf() {
