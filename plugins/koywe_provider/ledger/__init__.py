@@ -34,13 +34,16 @@ from koywe_provider.ledger.models import (
     AttemptKind,
     AttemptOutcome,
     Base,
+    CancellationStatus,
     Document,
     DocumentGeneration,
     DocumentState,
     GenerationOutcome,
     IngestConflict,
+    NoteKind,
     PayloadHistory,
 )
+from koywe_provider.ledger.notes import CreditPosition, NoteExceedsRemainingError, NoteRecord
 from koywe_provider.ledger.outcomes import AttemptRecord
 from koywe_provider.ledger.queries import AwaitingDocuments
 from koywe_provider.ledger.status_updates import (
@@ -69,7 +72,9 @@ __all__ = [
     "AwaitingDocuments",
     "Base",
     "BatchSpec",
+    "CancellationStatus",
     "ClaimedDocument",
+    "CreditPosition",
     "Document",
     "DocumentFacts",
     "DocumentGeneration",
@@ -84,6 +89,9 @@ __all__ = [
     "LeaseLostError",
     "Ledger",
     "LedgerError",
+    "NoteExceedsRemainingError",
+    "NoteKind",
+    "NoteRecord",
     "PayloadHistory",
     "RowNotFoundError",
     "apply_status_reports",
