@@ -219,3 +219,20 @@ def test_originals_issued_elsewhere(ledger_on_each_backend):
     assert note["reference"] == "OLD-9/NC-1"
     assert ledger.credit_position(row["id"]).remaining == TOTAL - 100
     assert ledger.failures() == [] and ledger.claim_next(owner="x", limit=10)[0].reference == "OLD-9/NC-1"
+
+
+def test_the_cli_shows_where_a_document_stands(ledger_on_each_backend, ingest):
+    from koywe_provider.cli import show
+
+    ledger = ledger_on_each_backend
+    pk = issued(ledger, ingest)
+    ledger.create_note(pk, kind="credit_note", payload=credit(900), request_key="cli")
+    shown = {row["reference"]: row for row in show(ledger, ["INV-1", "INV-1/NC-1"])}
+    position = shown["INV-1"]["credit_position"]
+    assert (position["status"], position["credit_in_progress"], position["remaining"]) == (
+        "credit_in_progress",
+        "900",
+        "11000",
+    )
+    assert [n["reference"] for n in position["notes"]] == ["INV-1/NC-1"]
+    assert (shown["INV-1/NC-1"]["original_pk"], shown["INV-1/NC-1"]["note_kind"]) == (pk, "credit_note")
