@@ -269,9 +269,11 @@ def test_mexico_cancellation_pending_acceptance_followed_to_final_by_polling(env
     row = env.ledger.get(row["id"])
     if outcome == "accepted":
         assert (polled.changed, row["document_status"], row["cancellation_status"]) == (1, 2, "cancelled")
+        assert (polled.cancelled, polled.cancellation_refused) == (1, 0)
         assert env.ledger.credit_position(row["id"]).status == "voided"
     else:
         assert (row["document_status"], row["cancellation_status"]) == (1, "refused")
+        assert (polled.cancelled, polled.cancellation_refused) == (0, 1)
         assert env.ledger.credit_position(row["id"]).status == "issued"
     assert poller.poll().awaiting == 0  # final: no longer followed
     attempts = [(a["kind"], a["outcome"], a["error"]) for a in env.ledger.attempts_for(row["id"])]

@@ -210,9 +210,9 @@ class KoyweVoidCheckOperator(BaseOperator):
 
         ti = context["ti"]
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
-        failed_tasks = sorted(
-            t for t, s in states.items() if t != ti.task_id and s in ("failed", "upstream_failed")
-        )
+        failed_tasks = {
+            t: s for t, s in sorted(states.items()) if t != ti.task_id and s in ("failed", "upstream_failed")
+        }
         results = ti.xcom_pull(task_ids=self.apply_task_id, key="results", default=None)
         if results is None:
             results = ti.xcom_pull(task_ids=self.plan_task_id, default=None) or []
@@ -225,7 +225,7 @@ class KoyweVoidCheckOperator(BaseOperator):
         ]
         if not_applied:
             problems.append(f"not applied: {', '.join(not_applied)}")
-        problems += [f"task {t} failed" for t in failed_tasks]
+        problems += [f"task {t} {s.replace('_', ' ')}" for t, s in failed_tasks.items()]
         positions = self._positions(results)
         for position in positions:
             self.log.info(

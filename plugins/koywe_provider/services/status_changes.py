@@ -22,6 +22,7 @@ from koywe_provider import catalogue
 from koywe_provider.exceptions import (
     KoyweError,
     KoyweNotFoundError,
+    KoyweRateLimitedError,
     KoyweRejectedError,
     KoyweTransientError,
 )
@@ -228,7 +229,7 @@ class StatusChanger:
                     row, document, AttemptOutcome.REJECTED, err.status_code, started, f"{note or ''} {err}"
                 )
                 raise
-            except KoyweTransientError:
+            except (KoyweTransientError, KoyweRateLimitedError):
                 if asked:
                     self.ledger.withdraw_cancellation_request(row["id"], before)
                 raise
