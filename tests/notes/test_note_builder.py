@@ -229,3 +229,45 @@ def test_request_parsing():
         parse_lines(["first"])
     assert note_reference("INV-1", "credit_note", 2) == "INV-1/NC-2"
     assert note_reference("INV-1", "debit_note", 1) == "INV-1/ND-1"
+
+
+def test_references_are_shaped_like_koywes_own_note_examples():
+    """Koywe's note examples (``../shared``): each note type is the one the catalogue gives for the type it
+    references, and a note of ours referencing by folio carries the same fields as theirs."""
+    import json
+
+    from koywe_test_support import shared_koywe_or_skip
+
+    folder = shared_koywe_or_skip() / "examples" / "requests"
+    examples = [
+        json.loads(path.read_text())
+        for path in sorted(folder.glob("*.json"))
+        if "credit_note" in path.name or "debit_note" in path.name
+    ]
+    assert len(examples) >= 9
+    for example in examples:
+        (theirs,) = example["references"]
+        kind = (
+            "credit_note"
+            if catalogue.document_type(example["header"]["document_type_id"]).kind.endswith("credit_note")
+            else "debit_note"
+        )
+        expected = catalogue.note_type(theirs["document_type_id"], kind)
+        assert expected is not None and expected.document_type_id == int(
+            example["header"]["document_type_id"]
+        )
+        payload = chile_factura()
+        payload["header"]["document_type_id"] = int(theirs["document_type_id"])
+        mine = build_note(
+            original(payload, koywe_id=None, folio=theirs["reference_number"]),
+            kind,
+            remaining=Decimal(11_900),
+            issue_date=DAY,
+            amount=None if kind == "credit_note" else Decimal(100),
+        ).payload["references"][0]
+        assert set(mine) == set(theirs) - {"additional"}, (
+            example["header"]["document_type_id"],
+            mine,
+            theirs,
+        )
+        assert mine["reference_number"] == theirs["reference_number"]
