@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from koywe_provider.ledger import VERSION_TABLE, Base, Ledger
 from koywe_provider.ledger.models import include_name
 
-HEAD = "0004"  # newest revision in koywe_provider/ledger/migrations/versions
+HEAD = "0005_notes"  # newest revision in koywe_provider/ledger/migrations/versions
 
 
 def _tables(ledger: Ledger) -> set[str]:
@@ -254,8 +254,8 @@ def test_0003_downgrade_and_upgrade_again(ledger: Ledger, make_item) -> None:
     assert [a["generation"] for a in ledger.attempts_for(ns)] == [1]
 
 
-# --- revision 0004: notes and cancellations ------------------------------------------------------
-def test_0004_downgrade_and_upgrade_again(ledger: Ledger, make_item) -> None:
+# --- revision 0005: notes and cancellations ------------------------------------------------------
+def test_0005_downgrade_and_upgrade_again(ledger: Ledger, make_item) -> None:
     from koywe_provider.ledger import DocumentFacts
 
     ledger.ingest_many([make_item("INV", {"totals": {"total_amount": 100}}), make_item("DRAFT", {"d": 1})])
@@ -275,8 +275,8 @@ def test_0004_downgrade_and_upgrade_again(ledger: Ledger, make_item) -> None:
     inspector = sa.inspect(ledger.engine)
     assert "ix_koywe_documents_original_pk" in {ix["name"] for ix in inspector.get_indexes("koywe_documents")}
 
-    _alembic(ledger, "downgrade", "0003")
-    assert ledger.current_revision() == "0003"
+    _alembic(ledger, "downgrade", "0004_archive")
+    assert ledger.current_revision() == "0004_archive"
     inspector = sa.inspect(ledger.engine)
     columns = {c["name"] for c in inspector.get_columns("koywe_documents")}
     assert not {"original_pk", "note_kind", "cancellation_status", "cancellation_requested_at"} & columns
@@ -286,7 +286,7 @@ def test_0004_downgrade_and_upgrade_again(ledger: Ledger, make_item) -> None:
     with ledger.engine.connect() as conn:
         states = dict(conn.execute(sa.text("SELECT reference, state FROM koywe_documents")).all())
         errors = dict(conn.execute(sa.text("SELECT reference, last_error_class FROM koywe_documents")).all())
-    # 0003's code knows neither "deleted" nor "external": held for a person, never sent automatically
+    # 0004's code knows neither "deleted" nor "external": held for a person, never sent automatically
     assert states == {"INV": "issued", "DRAFT": "dead", "OLD": "dead", "INV/NC-1": "pending"}
     assert errors["DRAFT"] == errors["OLD"] == "downgraded"
 

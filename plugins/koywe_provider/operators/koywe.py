@@ -188,7 +188,11 @@ class KoyweIssueDocumentsOperator(BaseOperator):
         ``batch["references"]`` are issued due or not.
     :param lease_seconds: claim lease; default ``[koywe] lease_seconds`` (900), see
         :class:`~koywe_provider.services.issuance.IssuancePolicy` for the other ``[koywe]`` settings.
-    XCom: the batch's outcome counts (``issued``, ``adopted``, ``rejected``, ``retryable``, ``unknown`` …).
+    XCom: the batch's outcome counts (``issued``, ``adopted``, ``rejected``, ``retryable``, ``unknown`` …)
+    and the legal archive's (``archived_documents``, ``archived_files``, ``archived_bytes``,
+    ``archived_without_files``, ``archived_failed``): with ``[koywe] archive_enabled`` (default true) the
+    XML and PDF of every document Koywe answers with are written under ``[koywe] archive_root`` once
+    the row is recorded, off the issuing threads (:mod:`koywe_provider.services.archive`).
     Raises :class:`~koywe_provider.exceptions.KoyweAuthError` when Koywe refuses the credentials.
     """
 
@@ -216,23 +220,39 @@ class KoyweIssueDocumentsOperator(BaseOperator):
         owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/try{ti.try_number}"
         states = tuple(self.batch.get("states") or self.states)
         references = self.batch.get("references") or None
+        from koywe_provider.services.archive import ArchiveSettings, ArchiveWriter, DocumentArchive
+
+        ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
+        policy = IssuancePolicy.from_config()
+        settings = ArchiveSettings.from_config()
+        writer = None
+        if settings.enabled:
+            writer = ArchiveWriter(
+                DocumentArchive(ledger, settings.root_path()),
+                threads=min(4, policy.max_in_flight),
+                queue_size=2 * policy.max_in_flight,
+            )
         issuer = Issuer(
             KoyweHook(self.koywe_conn_id),
-            KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger(),
+            ledger,
             owner=owner,
             run_id=context["run_id"],
             task=ti.task_id,
-            policy=IssuancePolicy.from_config(),
+            policy=policy,
             lease_seconds=self.lease_seconds,
+            on_recorded=writer.on_recorded if writer is not None else None,
         )
-        outcome = issuer.issue_range(
-            int(self.batch["first_id"]),
-            int(self.batch["last_id"]),
-            states=states,
-            references=references,
-            due_before=datetime(2999, 1, 1, tzinfo=UTC) if references else None,  # named: due or not
-        )
-        result = outcome.as_dict()
+        try:
+            outcome = issuer.issue_range(
+                int(self.batch["first_id"]),
+                int(self.batch["last_id"]),
+                states=states,
+                references=references,
+                due_before=datetime(2999, 1, 1, tzinfo=UTC) if references else None,  # named: due or not
+            )
+        finally:
+            archived = writer.close() if writer is not None else None
+        result = {**outcome.as_dict(), **(archived.as_xcom() if archived is not None else {})}
         self.log.info("Batch %s..%s: %s", self.batch["first_id"], self.batch["last_id"], result)
         return result
 

@@ -7,11 +7,11 @@
 - new row states ``deleted`` (a Chile draft deleted at Koywe) and ``external`` (an original issued
   elsewhere, referenced by folio) need no schema change (``state`` is text).
 
-Downgrade drops the columns; ``deleted`` and ``external`` rows, which revision 0003's code does not know,
+Downgrade drops the columns; ``deleted`` and ``external`` rows, which revision 0004's code does not know,
 become ``dead`` with a message (never sent automatically; a person decides).
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005_notes
+Revises: 0004_archive
 Create Date: 2026-12-10
 """
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005_notes"
+down_revision = "0004_archive"
 branch_labels = None
 depends_on = None
 
@@ -42,8 +42,8 @@ def downgrade() -> None:
     conn.execute(
         sa.text(
             "UPDATE koywe_documents SET state = 'dead', last_error_class = 'downgraded', last_error = "
-            "CASE WHEN state = 'deleted' THEN 'draft deleted at Koywe (recorded by revision 0004)' "
-            "ELSE 'issued elsewhere, recorded for notes (revision 0004): never send it' END "
+            "CASE WHEN state = 'deleted' THEN 'draft deleted at Koywe (recorded by revision 0005)' "
+            "ELSE 'issued elsewhere, recorded for notes (revision 0005): never send it' END "
             "WHERE state IN ('deleted', 'external')"
         )
     )
