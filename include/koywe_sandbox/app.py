@@ -1,6 +1,9 @@
 """FastAPI application of the Koywe sandbox.
 
 ``/V1`` (alias ``/v1``) mimics the Koywe Billing API (auth, documents, webhook subscriptions, accounts).
+Credit and debit notes are validated against the original their ``references[]`` names
+(:func:`koywe_sandbox.documents.note_problem`: a 400 naming the field otherwise); ``DELETE
+/V1/documents/{id}`` deletes drafts only (400 for any other document, 404 for an unknown one).
 ``/_sandbox`` holds the admin endpoints: no auth, no faults, no rate limit, not counted in any ``/V1`` stat:
 
 - ``GET /_sandbox/stats``: counters (``state.STAT_KEYS``), among them ``max_requests_in_any_second``
@@ -281,6 +284,8 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             docs.validate_document(body)
         except docs.ValidationError as exc:
             return error(400, str(exc))
+        if (problem := state.note_problem(body)) is not None:
+            return error(400, problem)
         if (no_id := state.roll_no_document_id()) is not None:
             return JSONResponse(no_id[1], status_code=no_id[0])
         document = state.create_document(body, _stamp(request))
@@ -332,6 +337,17 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             return error(400, "Cannot update a signed document")
         schedule_validation(document["document_id"])
         return JSONResponse(document)
+
+    @app.delete("/V1/documents/{document_id}")
+    async def delete_document(document_id: str, request: Request) -> JSONResponse:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        key = docs.as_int(document_id)
+        if key is None or key not in state.documents:
+            return error(404, "Document not found")
+        if state.delete_document(key) == "refused":
+            return error(400, "Only draft documents can be deleted")
+        return JSONResponse({"document_id": key, "deleted": True})
 
     @app.post("/V1/webhook_subscriptions")
     async def create_webhook_subscription(request: Request) -> JSONResponse:

@@ -119,3 +119,11 @@ def test_reconciliation_shape(parsed):
     assert list(dag["tasks"]) == ["authenticate", "reconcile", "archive_missing", "publish", "check_run"]
     assert dag["tasks"]["authenticate"]["pool"] == "koywe_auth"
     assert dag["tasks"]["reconcile"]["pool"] == dag["tasks"]["archive_missing"]["pool"] == "koywe_api"
+
+
+def test_void_documents_shape(parsed):
+    dag = parsed["dags"]["koywe_void_documents"]
+    assert dag["timetable"] == "NullTimetable"  # manual only
+    assert {"references", "action", "reason", "amount", "lines", "reason_code"} <= set(dag["params"])
+    assert list(dag["tasks"]) == ["plan", "apply", "check_run"]
+    assert dag["tasks"]["apply"]["pool"] == "koywe_api"

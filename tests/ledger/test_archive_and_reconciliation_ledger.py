@@ -86,12 +86,12 @@ def test_0004_downgrade_and_upgrade_again(ledger: Ledger, make_item) -> None:
         assert conn.scalar(sa.text("SELECT count(*) FROM koywe_attempts")) == 1
 
     ledger.migrate()
-    assert ledger.current_revision() == "0004_archive"
+    assert ledger.current_revision() == "0005_notes"  # the newest revision
     assert archive_files_for(ledger, pk) == []  # the records went with the table; the row stays
     assert ledger.get(pk)["last_callback_at"] is None
     _alembic(ledger, "downgrade", "0003")
     _alembic(ledger, "upgrade", "head")
-    assert ledger.current_revision() == "0004_archive"
+    assert ledger.current_revision() == "0005_notes"
 
 
 def test_archive_records_replace_and_lacking_files(ledger: Ledger, make_item) -> None:

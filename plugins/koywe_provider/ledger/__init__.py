@@ -36,13 +36,16 @@ from koywe_provider.ledger.models import (
     AttemptKind,
     AttemptOutcome,
     Base,
+    CancellationStatus,
     Document,
     DocumentGeneration,
     DocumentState,
     GenerationOutcome,
     IngestConflict,
+    NoteKind,
     PayloadHistory,
 )
+from koywe_provider.ledger.notes import CreditPosition, NoteExceedsRemainingError, NoteRecord
 from koywe_provider.ledger.outcomes import AttemptRecord
 from koywe_provider.ledger.queries import AwaitingDocuments
 from koywe_provider.ledger.status_updates import (
@@ -73,7 +76,9 @@ __all__ = [
     "AwaitingDocuments",
     "Base",
     "BatchSpec",
+    "CancellationStatus",
     "ClaimedDocument",
+    "CreditPosition",
     "Document",
     "DocumentFacts",
     "DocumentGeneration",
@@ -88,6 +93,9 @@ __all__ = [
     "LeaseLostError",
     "Ledger",
     "LedgerError",
+    "NoteExceedsRemainingError",
+    "NoteKind",
+    "NoteRecord",
     "PayloadHistory",
     "RowNotFoundError",
     "apply_status_reports",

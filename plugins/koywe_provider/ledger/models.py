@@ -43,6 +43,11 @@ class DocumentState(StrEnum):
     #: bureau yet (``result.status == 2``): it exists, is never sent again under the same reference, and
     #: its statuses are followed until the bureau's answer makes it ``issued`` or ``rejected``.
     NOT_SENT = "not_sent"
+    #: A Chile draft deleted at Koywe (``DELETE /documents/{id}``): no document exists any more.
+    DELETED = "deleted"
+    #: A document issued elsewhere (not through this ledger), recorded so that a credit or debit note can
+    #: reference it by its folio; never sent.
+    EXTERNAL = "external"
 
 
 #: States a document can be claimed from. ``in_flight`` only counts once its lease has expired.
@@ -64,6 +69,7 @@ class AttemptKind(StrEnum):
     CREATE = "create"
     LOOKUP = "lookup"
     STATUS_UPDATE = "status_update"  # PUT /documents/{id} (issue a draft, cancel)
+    DELETE = "delete"  # DELETE /documents/{id} (a Chile draft)
 
 
 class AttemptOutcome(StrEnum):
@@ -83,6 +89,36 @@ class AttemptOutcome(StrEnum):
     CONTENT_MISMATCH = "content_mismatch"
     NOT_SENT = "not_sent"
     PENDING = "pending"  # a status change Koywe accepted but has not reached its target yet
+    DELETED = "deleted"  # a draft Koywe deleted (or had deleted already)
+
+
+class NoteKind(StrEnum):
+    """``koywe_documents.note_kind``: what a note row is to its original (``original_pk``)."""
+
+    CREDIT_NOTE = "credit_note"
+    DEBIT_NOTE = "debit_note"
+
+
+class CancellationStatus(StrEnum):
+    """``koywe_documents.cancellation_status``: a Mexico cancellation (``PUT`` ``document_status`` 2) as
+    Koywe reports it. ``requested`` (sent, no answer read yet) → ``pending_acceptance`` (Koywe took it;
+    the receiver has not accepted yet) → ``cancelled`` (``document_status`` 2) or ``refused`` (the
+    receiver refused; the invoice stands). ``cancelled`` and ``refused`` are final; a new request after a
+    refusal starts again at ``requested``."""
+
+    REQUESTED = "requested"
+    PENDING_ACCEPTANCE = "pending_acceptance"
+    CANCELLED = "cancelled"
+    REFUSED = "refused"
+
+    @classmethod
+    def open_statuses(cls) -> frozenset[CancellationStatus]:
+        return frozenset({cls.REQUESTED, cls.PENDING_ACCEPTANCE})
+
+    @property
+    def rank(self) -> int:
+        """Progress order for "forwards only" merges: requested 0 < pending 1 < refused 2 < cancelled 3."""
+        return {"requested": 0, "pending_acceptance": 1, "refused": 2, "cancelled": 3}[self.value]
 
 
 class GenerationOutcome(StrEnum):
@@ -94,6 +130,7 @@ class GenerationOutcome(StrEnum):
     DRAFT = "draft"
     REJECTED = "rejected"  # Koywe refused it (400 or result.status 1)
     TAXBUREAU_REJECTED = "taxbureau_rejected"  # validation 2/5 after Koywe issued it
+    DELETED = "deleted"  # a Chile draft deleted at Koywe
     SUPERSEDED = "superseded"  # a new generation started before Koywe said anything
 
 
@@ -206,6 +243,13 @@ class Document(Base):
     last_polled_news_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: When the legal archive last fetched its files from Koywe (``GET /documents/{id}``): fetched once.
     archive_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: A credit or debit note: the ledger id of the document it modifies (no foreign key constraint:
+    #: SQLite could not drop a referencing column in place on downgrade), and :class:`NoteKind`.
+    original_pk: Mapped[int | None] = mapped_column(sa.Integer, nullable=True, index=True)
+    note_kind: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    #: :class:`CancellationStatus` of a Mexico cancellation, and when it was last asked for.
+    cancellation_status: Mapped[str | None] = mapped_column(sa.String(24), nullable=True)
+    cancellation_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Attempt(Base):

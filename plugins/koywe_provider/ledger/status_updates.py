@@ -15,7 +15,9 @@ row whose Koywe document exists (``issued``, ``draft``, ``not_sent``):
   the bureau's comments in ``last_error`` (Koywe: fix it and issue it again, a new generation);
 - ``not_sent`` whose bureau received (sending 1) or accepted (validation 3/4) it → ``issued``;
 - ``draft`` whose ``document_status`` became 1 → ``issued``;
-- ``issued`` stays ``issued``; a cancellation (``document_status`` 2) is recorded.
+- ``issued`` stays ``issued``; a cancellation (``document_status`` 2) is recorded, and a Mexico
+  cancellation's progress (``cancellation_status``: requested → pending_acceptance → refused | cancelled)
+  moves forwards only (:func:`~koywe_provider.ledger.values.merge_cancellation`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sqlalchemy.orm import Session
 from koywe_provider.ledger._sql import ATTEMPTS, DOCS, GENERATIONS, chunks
 from koywe_provider.ledger.errors import DocumentNotFoundError
 from koywe_provider.ledger.generations import holder_of, upsert_record
-from koywe_provider.ledger.models import AttemptKind, DocumentState, GenerationOutcome
+from koywe_provider.ledger.models import AttemptKind, CancellationStatus, DocumentState, GenerationOutcome
 from koywe_provider.ledger.outcomes import AttemptRecord
 from koywe_provider.ledger.queries import FOLLOWED_STATES, AwaitingDocuments
 from koywe_provider.ledger.values import (
@@ -42,6 +44,7 @@ from koywe_provider.ledger.values import (
     generation_outcome,
     is_validation_accepted,
     is_validation_rejected,
+    merge_cancellation,
     merge_statuses,
     taxbureau_rejection_message,
 )
@@ -80,6 +83,9 @@ class ApplyCounts:
     drafts_issued: int = 0
     not_sent_issued: int = 0
     earlier_generations: int = 0
+    #: Mexico cancellations that became ``cancelled`` / ``refused`` in this call.
+    cancelled: int = 0
+    cancellation_refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -143,6 +149,13 @@ def _apply_to_row(
     changes = _fold(stored, facts)
     merged = {**stored, **changes}
     values = {**changes, **state_values(row.state, merged)}
+    cancellation = merge_cancellation(
+        row.cancellation_status, merged.get("document_status"), [f.cancellation_status for f in facts]
+    )
+    if cancellation is not None:
+        values["cancellation_status"] = cancellation
+        counts.cancelled += cancellation == CancellationStatus.CANCELLED
+        counts.cancellation_refused += cancellation == CancellationStatus.REFUSED
     stamps = _source_stamps(source, changes, now)
     if not values:
         counts.unchanged += 1

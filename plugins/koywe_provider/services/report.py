@@ -86,7 +86,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {state} | {count} |" for state, count in report["states"].items() if count]
     lines += ["", "## This run's issuing tasks", "", "| outcome | count |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in report["batches"].items() if value]
-    outstanding = {k: v for k, v in report["ledger_states"].items() if v and k not in ("issued", "draft")}
+    done = ("issued", "draft", "deleted", "external")  # deleted drafts and originals issued elsewhere: done
+    outstanding = {k: v for k, v in report["ledger_states"].items() if v and k not in done}
     if outstanding:
         lines += ["", "## Whole ledger: not yet issued", ""]
         lines += [f"- {state}: {count}" for state, count in outstanding.items()]

@@ -36,12 +36,24 @@ class PollOutcome:
     rejected: int = 0
     drafts_issued: int = 0
     not_sent_issued: int = 0
+    #: Mexico cancellations that became final in this pass.
+    cancelled: int = 0
+    cancellation_refused: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def add(self, counts: ApplyCounts) -> None:
-        for name in ("changed", "unchanged", "accepted", "rejected", "drafts_issued", "not_sent_issued"):
+        for name in (
+            "changed",
+            "unchanged",
+            "accepted",
+            "rejected",
+            "drafts_issued",
+            "not_sent_issued",
+            "cancelled",
+            "cancellation_refused",
+        ):
             setattr(self, name, getattr(self, name) + getattr(counts, name, 0))
 
 
