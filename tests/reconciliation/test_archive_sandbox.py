@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DAY, issue, payloads
 from koywe_provider.ledger.archive import archive_files_for, archive_summary, lacking_archive
 from koywe_provider.services.archive import (
     ArchiveSettings,
@@ -19,6 +18,7 @@ from koywe_provider.services.archive import (
     verify_archive,
 )
 from koywe_provider.services.issuance import IssuancePolicy
+from koywe_reconciliation_support import DAY, issue, payloads
 
 COUNTRIES = {"CL-1": "CL", "CL-2": "CL", "PE-1": "PE", "MX-1": "MX"}
 

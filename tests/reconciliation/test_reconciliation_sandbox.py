@@ -8,7 +8,6 @@ import math
 import httpx
 import pytest
 
-from conftest import DAY, age, ingest, issue, payloads, plant
 from koywe_provider.ledger import DocumentState
 from koywe_provider.models.references import merge_internal_reference
 from koywe_provider.services.reconciliation import (
@@ -20,6 +19,7 @@ from koywe_provider.services.reconciliation import (
     render_markdown,
 )
 from koywe_provider.services.taxbureau import TaxBureauPoller
+from koywe_reconciliation_support import DAY, age, ingest, issue, payloads, plant
 from koywe_test_support import chile_factura, peru_factura
 
 
