@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
@@ -318,9 +318,16 @@ def _zone(country_id: int) -> ZoneInfo:
 def local_today(country_id: int, now: datetime | None = None) -> date:
     """The calendar date in ``country_id``'s time zone at ``now`` (aware; naive means UTC; default: the
     system clock)."""
-    now = now or datetime.now(UTC)
-    if now.tzinfo is None:
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
+    return _local_today(country_id, now)
+
+
+@lru_cache(maxsize=256)
+def _local_today(country_id: int, now: datetime) -> date:
+    # A file's lines are judged at one ``now``: one conversion per country, not one per line.
     return now.astimezone(_zone(country_id)).date()
 
 

@@ -18,6 +18,8 @@ from datetime import date, datetime
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
+from pydantic import BaseModel
+
 from koywe_provider import catalogue, country_rules
 from koywe_provider.models.taxids import is_generic_tax_id
 
@@ -32,14 +34,13 @@ _RECEIVER_FIELDS = ("receiver_tax_id_type", "receiver_tax_id_code", "receiver_le
 
 
 def _get(obj: Any, name: str) -> Any:
-    if type(obj) is dict or isinstance(obj, Mapping):
+    if type(obj) is dict:
         return obj.get(name)
-    value = getattr(obj, name, None)
-    if value is None:
-        extra = getattr(obj, "model_extra", None)
-        if extra:
-            value = extra.get(name)
-    return value
+    if isinstance(obj, BaseModel):
+        return getattr(obj, name, None)  # declared fields and extras alike
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return None
 
 
 def _int(value: Any) -> int | None:

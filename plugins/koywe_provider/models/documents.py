@@ -513,7 +513,11 @@ class KoyweDocument(BaseModel):
 
 
 def _get(obj: Any, name: str) -> Any:
-    if type(obj) is dict or isinstance(obj, Mapping):
+    if type(obj) is dict:
+        return obj.get(name)
+    if isinstance(obj, BaseModel):
+        return getattr(obj, name, None)
+    if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
 

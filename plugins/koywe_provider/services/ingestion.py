@@ -246,40 +246,56 @@ def _json_type(value: Any) -> str:
 
 
 def _check_tree(root: Any) -> None:
-    """Depth, repeated keys, number magnitude and NUL characters of a decoded line (iterative)."""
+    """Depth, repeated keys, number magnitude and NUL characters of a decoded line (iterative; the
+    dotted path is only built for the error)."""
     if not isinstance(root, dict | list):
         return
-    stack: list[tuple[Any, tuple, int]] = [(root, (), 1)]
-    while stack:
-        node, path, depth = stack.pop()
+    # (node, depth, index of the parent entry, key in the parent)
+    entries: list[tuple[Any, int, int, Any]] = [(root, 1, -1, None)]
+    pending = [0]
+
+    def dotted(index: int, *tail: Any) -> str:
+        keys: list[Any] = []
+        while index > 0:
+            _, _, parent, key = entries[index]
+            keys.append(key)
+            index = parent
+        return _dotted((*reversed(keys), *tail))
+
+    while pending:
+        index = pending.pop()
+        node, depth, _, _ = entries[index]
         if depth > MAX_DEPTH:
-            raise LineError(_dotted(path), f"JSON nested deeper than {MAX_DEPTH} levels at {_dotted(path)}")
+            where = dotted(index)
+            raise LineError(where, f"JSON nested deeper than {MAX_DEPTH} levels at {where}")
         if isinstance(node, dict):
             if type(node) is _Duplicated:
-                where = _dotted((*path, node.duplicate))
+                where = dotted(index, node.duplicate)
                 raise LineError(
                     where,
                     f"key {node.duplicate!r} appears twice in one JSON object ({where}): which value "
                     "counts would be a guess",
                 )
-            items: Iterable = node.items()
             for key in node:
                 if "\x00" in key:
-                    raise LineError(_dotted(path), f"a key holds a NUL character at {_dotted(path)}")
+                    where = dotted(index)
+                    raise LineError(where, f"a key holds a NUL character at {where}")
+            items: Iterable = node.items()
         else:
             items = enumerate(node)
         for key, value in items:
             kind = type(value)
             if kind is dict or kind is list or kind is _Duplicated:
-                stack.append((value, (*path, key), depth + 1))
+                entries.append((value, depth + 1, index, key))
+                pending.append(len(entries) - 1)
             elif kind is str:
                 if "\x00" in value:
-                    where = _dotted((*path, key))
+                    where = dotted(index, key)
                     raise LineError(where, f"a NUL character in {where}")
             elif (kind is int and (value >= _NUMBER_LIMIT or value <= -_NUMBER_LIMIT)) or (
                 kind is float and (not math.isfinite(value) or abs(value) >= _NUMBER_LIMIT)
             ):
-                where = _dotted((*path, key))
+                where = dotted(index, key)
                 raise LineError(where, f"{where}: the number is too large (numbers must be below 10^15)")
 
 
