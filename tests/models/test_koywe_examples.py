@@ -125,7 +125,10 @@ def test_example(name: str) -> None:
 def test_chile_exports_accept_the_foreign_receivers_id_as_given(name: str) -> None:
     payload = _load(name)
     document = validate_document(payload, now=_sent_on(payload))
-    assert (document.header.receiver_tax_id_type, document.header.receiver_tax_id_code) == ("MX-RFC", "222333444")
+    assert (document.header.receiver_tax_id_type, document.header.receiver_tax_id_code) == (
+        "MX-RFC",
+        "222333444",
+    )
     assert document.header.currency_id == 5  # USD
 
 
@@ -167,3 +170,21 @@ def test_unknown_blocks_are_sent_back() -> None:
     )
     out = validate_document(payload, now=_sent_on(payload)).to_payload()
     assert out["header"]["additional"]["mx_shipping"] == payload["header"]["additional"]["mx_shipping"]
+
+
+def test_every_request_example_is_classified() -> None:
+    """Every body of ``examples/requests`` is judged somewhere: documents here, accounts in
+    ``tests/accounts/test_account_validation.py``; the auth and ``PUT`` bodies are not documents."""
+    not_documents = {
+        "api_reference__authenticate_and_receive_a_bearer_token.json",  # POST /auth
+        "api_reference__update_a_specific_document.json",  # PUT /documents/{id}
+        "docs__mexico_cancel_invoice_PUT_body.json",  # PUT /documents/{id}
+    }
+    unclassified = [
+        p.name
+        for p in REQUESTS.glob("*.json")
+        if not _is_document_example(p.name)
+        and "create_a_new_account" not in p.name
+        and p.name not in not_documents
+    ]
+    assert unclassified == []
