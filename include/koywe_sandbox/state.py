@@ -35,7 +35,8 @@ from .faults import SCENARIO_KEYS, FaultSettings, TokenBucket
 #: ``result_status_2_documents`` (created with ``result.status`` 2; also in ``documents_created``),
 #: ``cancellations_completed`` (``POST /_sandbox/cancellations``), ``counterparty_updates``
 #: (``POST /_sandbox/counterparty``) and ``max_requests_in_any_second`` (largest number of ``/V1``
-#: arrivals, any endpoint or outcome, auth included, within a window ``[t, t + 1 s)`` of the sandbox clock).
+#: arrivals, any endpoint or outcome, auth included, within a window ``[t, t + 1 s)`` of the sandbox clock),
+#: ``document_reads`` (``GET /V1/documents/{id}``: one document each).
 STAT_KEYS = (
     "auth_calls",
     "documents_created",
@@ -61,6 +62,7 @@ STAT_KEYS = (
     "cancellations_completed",
     "counterparty_updates",
     "max_requests_in_any_second",
+    "document_reads",
 )
 #: Default mix of final validation outcomes (``taxbureau_validation_status``: probability).
 DEFAULT_VALIDATION_OUTCOMES = {"3": 1.0}
@@ -430,6 +432,14 @@ class SandboxState:
         """Documents matching the filters, ordered by document_id; counts a lookup or a list call."""
         self.stats["lookups" if "reference_number" in filters else "list_calls"] += 1
         return [d for _, d in sorted(self.documents.items()) if docs.matches(d, filters)]
+
+    def forget_document(self, document_id: int) -> dict[str, Any] | None:
+        """Drop a stored document as if Koywe had lost it (no validation or callback follows); returns
+        it, or None when unknown. Its references stay counted in ``duplicate_references``."""
+        self.validating.discard(document_id)
+        self.validation_due.pop(document_id, None)
+        self.forced_outcomes.pop(document_id, None)
+        return self.documents.pop(document_id, None)
 
     def update_status(self, document: dict[str, Any], target: int) -> str:
         """``PUT /documents/{id}`` with top-level ``document_status`` ``target``; returns what happened:

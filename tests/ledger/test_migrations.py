@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from koywe_provider.ledger import VERSION_TABLE, Base, Ledger
 from koywe_provider.ledger.models import include_name
 
-HEAD = "0003"  # newest revision in koywe_provider/ledger/migrations/versions
+HEAD = "0004_archive"  # newest revision in koywe_provider/ledger/migrations/versions
 
 
 def _tables(ledger: Ledger) -> set[str]:

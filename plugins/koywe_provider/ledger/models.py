@@ -1,6 +1,6 @@
 """SQLAlchemy models of the issuance ledger (tables ``koywe_documents``, ``koywe_attempts``,
-``koywe_ingest_conflicts``, ``koywe_document_generations``, ``koywe_payload_history``) and the
-enumerations their string columns hold.
+``koywe_ingest_conflicts``, ``koywe_document_generations``, ``koywe_payload_history``,
+``koywe_archive_files``) and the enumerations their string columns hold.
 
 Pure SQLAlchemy 2.x: nothing here imports Airflow or another part of ``koywe_provider``.
 Every datetime is timezone-aware UTC in Python; SQLite stores it as naive UTC text and
@@ -200,6 +200,12 @@ class Document(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Last ``DOCUMENT.STATUSUPDATE`` callback about the current generation's document (news or not).
+    last_callback_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Last time polling (not a callback) brought status news about it: a callback that never came.
+    last_polled_news_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: When the legal archive last fetched its files from Koywe (``GET /documents/{id}``): fetched once.
+    archive_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Attempt(Base):
@@ -301,6 +307,46 @@ class PayloadHistory(Base):
     replaced_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     #: The generation the replaced payload belonged to.
     generation: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+
+
+class ArchiveFileKind(StrEnum):
+    """``koywe_archive_files.kind``: which ``electronic_document`` field the file came from."""
+
+    XML = "xml"  # document_xml
+    PDF = "pdf"  # document_pdf
+    STAMP = "stamp"  # stamp_img (when a stamp was asked for)
+    TRANSFER_COPY_PDF = "transfer_copy_pdf"  # document_transfer_copy_pdf (Chile's copia cedible)
+
+
+class ArchiveFile(Base):
+    """One file of the legal archive: an XML or PDF that Koywe returned for a document, written under
+    ``[koywe] archive_root`` (any ``ObjectStoragePath``), with where it is and its SHA-256."""
+
+    __tablename__ = "koywe_archive_files"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "koywe_document_id", "kind", name="uq_koywe_archive_files_koywe_document_id_kind"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    document_pk: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("koywe_documents.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    #: The row's generation whose Koywe document this file belongs to.
+    generation: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    koywe_document_id: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    #: :class:`ArchiveFileKind` value.
+    kind: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    #: Full ``ObjectStoragePath`` URL of the file (``file:///…``, ``s3://bucket/…``).
+    path: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    #: Hex SHA-256 of the file's bytes (the decoded base64).
+    sha256: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    #: ``create`` (the POST answer), ``lookup`` (a document adopted with its files), ``fetch``
+    #: (``GET /documents/{id}`` for a document that lacked them).
+    source: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    archived_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:

@@ -154,6 +154,48 @@ def _cell(text: Any) -> str:
     return re.sub(r"\s+", " ", str(text)).replace("|", "\\|")[:500]
 
 
+#: Folder of the reports when ``[koywe] reports_dir`` is not set: ``$AIRFLOW_HOME/koywe_reports``.
+REPORTS_FOLDER = "koywe_reports"
+
+
+def reports_dir() -> str:
+    """Where the report tasks write and the Koywe page reads the reports: ``[koywe] reports_dir`` (a local
+    path or an ``ObjectStoragePath`` URL such as ``s3://bucket/koywe-reports``), else
+    ``$AIRFLOW_HOME/koywe_reports``. Read when called (task run time, page request), never at import."""
+    import os
+    from pathlib import Path
+
+    from airflow.configuration import conf
+
+    configured = conf.get("koywe", "reports_dir", fallback=None)
+    if configured:
+        return configured
+    return str(Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / REPORTS_FOLDER)
+
+
+def report_stem(run_id: str) -> str:
+    """The file name (without ``.json``/``.md``) of run ``run_id``'s report."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+
+
+def find_report(directory, run_id: str, *, dag_id: str | None = None) -> tuple[str, Any] | None:
+    """``(dag_id, Markdown path)`` of run ``run_id``'s report under ``directory`` (an
+    ``ObjectStoragePath``), looking in ``<directory>/<dag_id>/`` (every DAG's folder when ``dag_id`` is
+    not given); ``None`` when no such report exists."""
+    stem = report_stem(run_id)
+    if dag_id:
+        folders = [directory / dag_id]
+    elif directory.exists():
+        folders = sorted((p for p in directory.iterdir() if p.is_dir()), key=lambda p: p.name)
+    else:
+        folders = []
+    for folder in folders:
+        path = folder / f"{stem}.md"
+        if path.exists():
+            return folder.name, path
+    return None
+
+
 def write_report(report: dict[str, Any], directory) -> tuple[Any, Any]:
     """Write ``<directory>/<dag_id>/<run_id>.json`` and ``.md``; returns both paths.
 
@@ -161,7 +203,7 @@ def write_report(report: dict[str, Any], directory) -> tuple[Any, Any]:
     """
     folder = directory / report["dag_id"]
     folder.mkdir(parents=True, exist_ok=True)
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", report["run_id"])
+    stem = report_stem(report["run_id"])
     json_path = folder / f"{stem}.json"
     md_path = folder / f"{stem}.md"
     json_path.write_text(json.dumps(report, indent=2, default=str))

@@ -85,11 +85,11 @@ class TaxBureauPoller:
                 if document.document_id is not None:
                     batch.append(DocumentFacts.from_answer(document))
                 if len(batch) >= APPLY_CHUNK:
-                    outcome.add(apply_status_reports(self.ledger, batch))
+                    outcome.add(apply_status_reports(self.ledger, batch, source="polling"))
                     batch = []
         finally:
             if batch:
-                outcome.add(apply_status_reports(self.ledger, batch))
+                outcome.add(apply_status_reports(self.ledger, batch, source="polling"))
             outcome.list_calls = self.hook.calls - calls_before
         return outcome
 
