@@ -40,8 +40,11 @@ with DAG(
    run has dead rows or duplicate alarms (invalid lines fail it only above `[koywe] max_invalid_fraction`,
    default 1.0 = never); the counts are in its log and XCom.
 
-Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: the run's date) and
-`dry_run` (validate and record, send nothing).
+Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: today in each document's
+country, a document is issued on its country's date) and `dry_run` (validate and record, send nothing).
+Every line is checked as the tax bureau will check it (country rules: document type, currency, taxes
+and rates, dates, receiver) and exactly (sums in the currency's rounding); lines longer than
+`[koywe] max_line_bytes` are not read.
 """,
     # A cron *trigger* without start_date: unpausing creates no run for a past tick nobody asked for.
     schedule=CronTriggerTimetable(os.environ.get("KOYWE_DAILY_ISSUANCE_CRON", "0 6 * * *"), timezone="UTC"),
@@ -61,7 +64,7 @@ Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: the r
             type=["null", "string"],
             format="date",
             title="Issue date",
-            description="Stamped on documents without header.issue_date; empty = the run's date.",
+            description="Stamped on documents without header.issue_date; empty = today in each document's country.",
         ),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Validate and record only."),
     },
@@ -69,7 +72,7 @@ Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: the r
     ingest = KoyweIngestInboxOperator(
         task_id="ingest",
         inbox="{{ params.inbox }}",
-        issue_date="{{ params.issue_date or ds }}",
+        issue_date="{{ params.issue_date or '' }}",
         base_dir=str(PROJECT_DIR),
     )
     authenticate = KoyweAuthOperator(

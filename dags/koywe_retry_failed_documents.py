@@ -7,6 +7,7 @@ import os
 from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from koywe_provider.assets import KOYWE_ISSUED_DOCUMENTS
+from koywe_provider.operators.corrections import KoyweCorrectDocumentOperator
 from koywe_provider.operators.koywe import (
     KoyweAuthOperator,
     KoyweIssuanceReportOperator,
@@ -37,11 +38,14 @@ lease expired (a task that crashed mid-batch):
 
 **Manual trigger** (Params): `references` — only these internal references, due or not;
 `requeue_rejected` — first put `rejected` and `dead` rows (of those references, or all) back to
-`pending` after their payload was fixed (e.g.
-`UPDATE koywe_documents SET payload = '<fixed json>', payload_hash = NULL WHERE reference = 'R' AND
-state IN ('rejected', 'dead')`; `python -m koywe_provider.cli requeue --reference R` does the re-queue
-from a shell, `… show --reference R` prints a row and its attempts); `dry_run` — log what would be
-retried, send nothing.
+`pending`; **`fix_reference` + `fix_document`** — correct one document first (task **apply_fix**):
+the corrected `POST /documents` body replaces the payload of that `invalid`, `rejected` or unsent
+`pending` row (validated exactly as an inbox line; a `rejected` row is re-issued under a new Koywe
+reference; the old payload's hash stays in the row's history), then it is issued in this run; a refused
+correction fails the run at once naming the field, and nothing changes (`fix_account_id` when several
+accounts use the reference). The same from a shell: `python -m koywe_provider.cli fix --reference R
+--file fixed.json`; `… show --reference R` prints a row and its attempts. `dry_run` — validate and log
+what would be retried, send and change nothing.
 
 Settings (Airflow config `[koywe]`): `lease_seconds` (900), `retry_base_seconds` (60),
 `retry_max_seconds` (21600), `max_attempts` (10). Safe next to the daily DAG: rows are claimed
@@ -70,17 +74,43 @@ atomically, so no document is sent twice.
             title="Re-queue rejected",
             description="Put rejected and dead rows (of the references above, or all) back to pending first.",
         ),
+        "fix_reference": Param(
+            "",
+            type="string",
+            title="Correct: reference",
+            description="Internal reference of an invalid, rejected or unsent document to correct first.",
+        ),
+        "fix_document": Param(
+            None,
+            type=["null", "object"],
+            title="Correct: document",
+            description="The corrected POST /documents body (JSON object) for the reference above.",
+        ),
+        "fix_account_id": Param(
+            "",
+            type="string",
+            title="Correct: account",
+            description="Koywe account of the reference, only when several accounts use it.",
+        ),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Log what would be retried."),
     },
 ) as dag:
     authenticate = KoyweAuthOperator(
         task_id="authenticate", pool="koywe_auth", dry_run="{{ params.dry_run }}"
     )
+    apply_fix = KoyweCorrectDocumentOperator(
+        task_id="apply_fix",
+        reference="{{ params.fix_reference }}",
+        document="{{ params.fix_document }}",
+        account_id="{{ params.fix_account_id }}",
+        dry_run="{{ params.dry_run }}",
+    )
+    # A corrected row is pending: named with the references and picked with pending rows.
     plan = KoywePlanBatchesOperator(
         task_id="plan_batches",
         states=RETRY_STATES,
-        references="{{ params.references }}",
-        requeue_rejected="{{ params.requeue_rejected }}",
+        references="{{ params.references + [params.fix_reference] if params.fix_reference else params.references }}",
+        requeue_rejected="{{ params.requeue_rejected or params.fix_reference != '' }}",
         dry_run="{{ params.dry_run }}",
     )
     issue = KoyweIssueDocumentsOperator.partial(
@@ -99,4 +129,4 @@ atomically, so no document is sent twice.
         task_id="publish", summary=report.output, outlets=[KOYWE_ISSUED_DOCUMENTS]
     )
     check_run = KoyweRunCheckOperator(task_id="check_run", summary=report.output, trigger_rule="all_done")
-    authenticate >> plan >> issue >> report >> publish >> check_run
+    authenticate >> apply_fix >> plan >> issue >> report >> publish >> check_run

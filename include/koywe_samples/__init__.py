@@ -7,6 +7,14 @@ from koywe_samples.generate import (
     INVALID_KINDS,
     generate_invalid_lines,
     generate_lines,
+    generate_varied_lines,
 )
 
-__all__ = ["COUNTRIES", "DEFAULT_ACCOUNT_IDS", "INVALID_KINDS", "generate_invalid_lines", "generate_lines"]
+__all__ = [
+    "COUNTRIES",
+    "DEFAULT_ACCOUNT_IDS",
+    "INVALID_KINDS",
+    "generate_invalid_lines",
+    "generate_lines",
+    "generate_varied_lines",
+]

@@ -38,8 +38,10 @@ __all__ = [
     "COUNTRIES",
     "DEFAULT_ACCOUNT_IDS",
     "INVALID_KINDS",
+    "VARIED_SCENARIOS",
     "generate_invalid_lines",
     "generate_lines",
+    "generate_varied_lines",
 ]
 
 COUNTRIES = ("CL", "PE", "CO", "MX")
@@ -715,3 +717,246 @@ def generate_invalid_lines(seed: int = 0, *, reference_prefix: str = "INV") -> l
     del line["document"]["details"][0]["unit_price"]
     lines.append(json.dumps(line, ensure_ascii=False))
     return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# A varied set: every kind of valid document the country rules must accept
+# --------------------------------------------------------------------------------------------------
+
+#: Scenarios of :func:`generate_varied_lines` per country (drawn uniformly).
+VARIED_SCENARIOS = {
+    "CL": ("factura", "factura_exenta", "boleta", "boleta_gross", "boleta_exenta", "export"),
+    "PE": ("factura", "factura_usd", "boleta_anonymous", "boleta_dni", "export"),
+    "CO": ("factura_mixed_rates", "factura_usd", "pos", "foreign_receiver"),
+    "MX": ("ingreso", "ingreso_ieps", "ingreso_usd", "publico_en_general", "border_rate", "egreso"),
+}
+_USD, _EUR = 5, 38
+_FOREIGN_RECEIVERS = (
+    ("US-EIN", "851855616", "Pacific Imports LLC", 89),
+    ("MX-RFC", "222333444", "Importadora del Norte", 80),
+    ("BR-CNPJ", "11222333000181", "Comércio Paulista Ltda.", None),
+)
+
+
+def _tax_lines(
+    rng: random.Random,
+    *,
+    places: int,
+    factor: Decimal,
+    unit: str,
+    taxes: Sequence[tuple[int, Decimal]] | None,
+    consumer: bool = False,
+    gross: bool = False,
+    rates_per_line: Sequence[Sequence[tuple[int, Decimal]]] | None = None,
+) -> tuple[list[dict], Decimal, Decimal]:
+    """1-4 lines; each line's taxes are ``taxes`` (or one of ``rates_per_line``), every amount rounded
+    half-up to ``places`` exactly as the country rules check it. Returns (lines, Σ nets, Σ taxes); with
+    ``gross`` the prices include the tax and Σ nets is the gross total."""
+    unit_amount = Decimal(1).scaleb(-places)
+
+    def money(value: Decimal) -> Decimal:
+        return value.quantize(unit_amount, rounding="ROUND_HALF_UP")
+
+    products = _CONSUMER_PRODUCTS if consumer else _PRODUCTS
+    lines: list[dict] = []
+    net_total = tax_total = Decimal(0)
+    for description, low, high in rng.sample(products, rng.randint(1, 4)):
+        price = money(Decimal(rng.randint(low * 100, high * 100)) / 100 * factor)
+        if places == 0:
+            price = max(Decimal(10), (price // 10) * 10)
+        quantity = rng.choice((1, 1, 2, 3) if consumer else (1, 2, 3, 5, 10, 12))
+        line: dict = {
+            "quantity": quantity,
+            "line_description": description,
+            "unit_measure": unit,
+            "unit_price": _num(price),
+        }
+        raw = Decimal(quantity) * price
+        roll = rng.random()
+        if roll < 0.15:
+            pct = Decimal(rng.choice((-5, -10, -12.5)))
+            line["modifier_percentage"] = _num(pct)
+            raw = raw * (1 + pct / 100)
+        elif roll < 0.25:
+            discount = money(raw * Decimal("0.03"))
+            if discount > 0:
+                line["modifier_amount"] = _num(-discount)
+                raw -= discount
+        net = money(raw)
+        chosen = rng.choice(rates_per_line) if rates_per_line else (taxes or ())
+        line_taxes = []
+        for tax_type_id, rate in chosen:
+            amount = money(net * rate / 100) if not gross else money(net - net / (1 + rate / 100))
+            line_taxes.append(
+                {"tax_type_id": tax_type_id, "tax_percentage": _num(rate), "tax_amount": _num(amount)}
+            )
+        tax = sum((Decimal(str(t["tax_amount"])) for t in line_taxes), Decimal(0))
+        if gross:
+            line |= {"total_amount_line": _num(net), "taxes": line_taxes}
+        else:
+            line |= {"total_taxes": _num(tax), "total_amount_line": _num(net + tax), "taxes": line_taxes}
+        lines.append(line)
+        net_total += net
+        tax_total += tax
+    return lines, net_total, tax_total
+
+
+def _foreign_receiver(rng: random.Random) -> dict:
+    kind, code, name, country_id = rng.choice(_FOREIGN_RECEIVERS)
+    receiver = {
+        "receiver_tax_id_type": kind,
+        "receiver_tax_id_code": code,
+        "receiver_legal_name": name,
+        "receiver_address": f"{rng.randint(100, 9999)} Harbor Street",
+        "receiver_city": "Miami",
+    }
+    if country_id:
+        receiver["receiver_country_id"] = country_id
+    return receiver
+
+
+def _varied_document(rng: random.Random, country: str, account_id: int) -> tuple[str, dict]:
+    spec = _COUNTRY[country]
+    scenario = rng.choice(VARIED_SCENARIOS[country])
+    places, currency_id, factor = spec["places"], spec["currency"], Decimal(_PRICE_FACTOR[country])
+    unit, options, extra_header = spec["unit"], None, {}
+    rate = Decimal(spec["rate"])
+    taxes: list[tuple[int, Decimal]] | None = [(spec["tax"], rate)]
+    rates_per_line = None
+    consumer = gross = False
+    receiver: dict | None = None
+    if country == "CL":
+        type_id = {
+            "factura": 2,
+            "factura_exenta": 32,
+            "boleta": 37,
+            "boleta_gross": 37,
+            "boleta_exenta": 41,
+        }.get(scenario, 46)
+        consumer = type_id in (37, 41)
+        if type_id in (32, 41, 46):
+            taxes = None
+        if scenario == "boleta_gross":
+            gross, options = True, {"gross_values": 1}
+        if scenario == "export":
+            currency_id, places, factor = rng.choice((_USD, _EUR)), 2, Decimal(1)
+            receiver = _foreign_receiver(rng)
+    elif country == "PE":
+        type_id = 97 if scenario.startswith("boleta") else 96
+        consumer = type_id == 97
+        if scenario == "factura_usd":
+            currency_id, factor = _USD, Decimal(1)
+        elif scenario == "export":
+            currency_id, factor, taxes = _USD, Decimal(1), [(425, Decimal(0))]
+            receiver = _foreign_receiver(rng)
+            extra_header["additional"] = {"pe_header": {"operation_type": "0200"}}
+    elif country == "CO":
+        type_id = 87 if scenario == "pos" else 82
+        consumer = type_id == 87
+        if scenario == "factura_mixed_rates":
+            rates_per_line = [[(388, Decimal(19))], [(388, Decimal(5))], [(388, Decimal(0))]]
+        elif scenario == "factura_usd":
+            currency_id, places, factor = _USD, 2, Decimal(1)
+            extra_header["exchange_rate_value"] = 4100
+        elif scenario == "foreign_receiver":
+            receiver = {
+                "receiver_tax_id_type": "CO-NOP",
+                "receiver_tax_id_code": str(rng.randint(100_000_000, 999_999_999)),
+                "receiver_legal_name": "Andes Trading Inc.",
+                "receiver_address": "1200 Brickell Avenue",
+                "receiver_city": "Miami",
+                "receiver_country_id": 89,
+            }
+    else:  # MX
+        type_id = 77 if scenario == "egreso" else 76
+        if scenario == "ingreso_ieps":
+            taxes = [(362, Decimal(16)), (368, Decimal(rng.choice((3, 8, 25))))]
+        elif scenario == "border_rate":
+            taxes = [(362, Decimal(8))]
+        elif scenario == "ingreso_usd":
+            currency_id, factor = _USD, Decimal(1)
+            extra_header["exchange_rate_value"] = "18.4512"
+        elif scenario == "publico_en_general":
+            consumer = True
+
+    details, net, tax = _tax_lines(
+        rng,
+        places=places,
+        factor=factor,
+        unit=unit,
+        taxes=taxes,
+        consumer=consumer,
+        gross=gross,
+        rates_per_line=rates_per_line,
+    )
+    kind = document_type(type_id)
+    header: dict = {"account_id": account_id, "document_type_id": type_id}
+    if kind.series_prefix:
+        header["document_sequence_code"] = f"{kind.series_prefix}001"
+    header |= _ISSUERS[country]
+    if receiver is None:
+        receiver = _receiver(rng, country, type_id)
+    if country == "PE" and scenario == "boleta_anonymous":
+        receiver = {}
+    if country == "MX" and scenario == "publico_en_general":
+        receiver = {
+            **receiver,
+            "receiver_tax_id_code": "XAXX010101000",
+            "receiver_legal_name": "PUBLICO EN GENERAL",
+        }
+    if country == "PE" and type_id == 97 and not receiver and net + tax > 700:
+        receiver = _receiver(rng, country, type_id)  # SUNAT: a boleta over S/ 700 names its buyer
+    header |= receiver
+    header |= {"payment_conditions": "0", "currency_id": currency_id}
+    if country == "PE":
+        header["additional"] = extra_header.pop("additional", {"pe_header": {"operation_type": "0101"}})
+    elif country == "MX":
+        usage = "S01" if scenario == "publico_en_general" else rng.choice(("G01", "G03"))
+        header["additional"] = {"mx_header": {"receiver_cfdi_usage": usage, "reported_payment_code": "01"}}
+    header |= extra_header
+    document: dict = {"header": header, "details": details}
+    if gross:
+        document["totals"] = {"total_amount": _num(net)}
+    else:
+        document["totals"] = {
+            "net_amount": _num(net),
+            "taxes_amount": _num(tax),
+            "total_amount": _num(net + tax),
+        }
+    if options:
+        document["options"] = options
+    return scenario, document
+
+
+def generate_varied_lines(
+    count: int,
+    *,
+    seed: int = 0,
+    countries: Sequence[str] = COUNTRIES,
+    reference_prefix: str = "VAR",
+) -> Iterator[dict]:
+    """Yield ``count`` valid inbox lines drawn from :data:`VARIED_SCENARIOS` (streaming, deterministic).
+
+    Beyond :func:`generate_lines`' facturas and boletas: Chile exempt facturas and boletas, boletas priced
+    VAT included (``options.gross_values``), exports in USD/EUR to foreign receivers; Peru facturas in
+    USD, anonymous boletas under S/ 700 (a buyer's DNI above), exports (IGV 425 at 0 %, operation 0200);
+    Colombia lines at IVA 19, 5 and 0 %, facturas in USD, POS documents, foreign receivers (CO-NOP);
+    Mexico IVA with IEPS, the border rate (8 %), USD, "público en general" (XAXX010101000) and egresos.
+    Each line carries ``"scenario"`` (ignored by the pipeline). No ``header.issue_date``.
+    """
+    if count < 0:
+        raise ValueError("count must be >= 0")
+    unknown = [c for c in countries if c not in _COUNTRY]
+    if unknown or not countries:
+        raise ValueError(f"unknown countries {unknown}; expected some of {COUNTRIES}")
+    rng = random.Random(seed)
+    for n in range(1, count + 1):
+        country = rng.choice(tuple(countries))
+        account_id = DEFAULT_ACCOUNT_IDS[country]
+        scenario, document = _varied_document(rng, country, account_id)
+        yield {
+            "reference": _reference(reference_prefix, seed, n),
+            "account_id": account_id,
+            "scenario": f"{country}:{scenario}",
+            "document": document,
+        }

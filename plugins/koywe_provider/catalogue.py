@@ -8,8 +8,9 @@ is the project's single copy of those tables; every other module reads them from
 Sources (each entry names its own in ``source``): Koywe docs "Create a new account"
 (``POST /accounts``: ``country_id``, ``registration_tax_id_type``, phone formats); Koywe's OpenAPI
 ``DocumentPost`` (``POST /documents``: ``header.document_type_id`` of Chile, which documents need a
-receiver); Koywe's Postman examples "Create new documents" per country; and the project's Koywe notes
-(``API_NOTES``, "Reference ids seen in Koywe's tables").
+receiver); Koywe's Postman examples "Create new documents" per country; and Koywe's reference tables
+(``GET /document_types``, the currency table) as ``docs/COUNTRY_RULES.md`` ("Koywe ids") records them.
+What each document type may carry (currencies, taxes, dates) is :mod:`koywe_provider.country_rules`.
 
 API, one rule for all:
 
@@ -194,8 +195,8 @@ class DocumentType:
 # The tables
 # --------------------------------------------------------------------------------------------------
 
-_NOTES = "API_NOTES 'Reference ids seen in Koywe's tables'"
-_ACCOUNTS = "Koywe docs 'Create a new account' (POST /accounts) and API_NOTES 'Accounts'"
+_NOTES = "Koywe's tables (GET /document_types, currencies) as docs/COUNTRY_RULES.md 'Koywe ids' records them"
+_ACCOUNTS = "Koywe docs 'Create a new account' (POST /accounts)"
 _OPENAPI_CHILE = "OpenAPI DocumentPost header.document_type_id (Chile) and " + _NOTES
 _DIAN = "; code: DIAN technical annex, 'Tipo de documento'"
 
@@ -248,9 +249,9 @@ _CURRENCIES = (
     Currency(39, "CLP", "Chilean peso", 0, _NOTES),
     Currency(7, "PEN", "Peruvian sol", 2, _NOTES),
     Currency(31, "MXN", "Mexican peso", 2, _NOTES),
-    # ISO 4217 gives COP 2 decimals, but Colombian amounts are whole pesos in practice (API_NOTES
-    # "Documents", Koywe's Colombia examples).
-    Currency(28, "COP", "Colombian peso", 0, _NOTES + " and API_NOTES 'Documents'"),
+    # ISO 4217 gives COP 2 decimals, but Colombian amounts are whole pesos in practice (Koywe's
+    # Colombia examples; docs/COUNTRY_RULES.md).
+    Currency(28, "COP", "Colombian peso", 0, _NOTES + "; whole pesos: Koywe's Colombia examples"),
     Currency(1, "ARS", "Argentine peso", 2, _NOTES),
     Currency(5, "USD", "US dollar", 2, _NOTES),
     Currency(38, "EUR", "Euro", 2, _NOTES),

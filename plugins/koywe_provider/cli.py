@@ -2,11 +2,15 @@
 
     python -m koywe_provider.cli show --reference R [--ledger-url URL]
     python -m koywe_provider.cli requeue --reference R [--reference R2 …] [--state rejected --state dead]
+    python -m koywe_provider.cli fix --reference R --file F [--account-id A] [--dry-run]
 
 The ledger is ``--ledger-url`` (SQLAlchemy URL) or, by default, the one of the Airflow connection
 ``koywe_ledger`` (:class:`~koywe_provider.hooks.ledger.KoyweLedgerHook`). A re-queued row goes back to
 ``pending``; when it was sent before it is looked up by reference before any new POST, so a re-queue
-never duplicates a document Koywe already holds. Prints JSON; never prints payloads.
+never duplicates a document Koywe already holds. ``fix`` replaces the payload of an ``invalid``,
+``rejected`` or unsent ``pending`` row by the corrected document in ``F``, validated as an inbox line is
+(:mod:`koywe_provider.services.corrections`); a refusal is one line on stderr naming the field. Prints
+JSON; never prints payloads.
 """
 
 from __future__ import annotations
@@ -96,6 +100,55 @@ def show(ledger: Ledger, references: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
+def fix(
+    ledger: Ledger, reference: str, file: str, *, account_id: str | None = None, dry_run: bool = False
+) -> int:
+    """``fix --reference R --file F``: correct row ``R`` with the document in ``F`` (no SQL).
+
+    Reads at most ``[koywe] max_line_bytes`` of ``F`` (the inbox's limit), validates it exactly as an
+    inbox line and applies :func:`~koywe_provider.services.corrections.correct_document`. Prints one
+    JSON line (reference, outcome, state, generation, attempts; never the payload) and returns 0; on a
+    refusal prints one line to stderr naming the field and returns 1 (nothing changed); 2 when ``F``
+    cannot be read.
+    """
+    from pathlib import Path
+
+    from koywe_provider.services.corrections import CorrectionRefused, correct_document, load_document
+    from koywe_provider.services.ingestion import DEFAULT_MAX_LINE_BYTES
+
+    try:
+        from airflow.sdk import conf
+
+        max_bytes = conf.getint("koywe", "max_line_bytes", fallback=DEFAULT_MAX_LINE_BYTES)
+    except Exception:  # no Airflow configuration here: the documented default
+        max_bytes = DEFAULT_MAX_LINE_BYTES
+    path = Path(file).expanduser()
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as err:
+        print(f"koywe fix: cannot read {file}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    try:
+        document = load_document(data, source=str(path), max_bytes=max_bytes)
+        done = correct_document(
+            ledger,
+            reference=reference,
+            document=document,
+            account_id=account_id,
+            source=str(path.resolve()),
+            run_id="cli fix",
+            dry_run=dry_run,
+        )
+    except CorrectionRefused as err:
+        print(f"koywe fix: {reference} refused, nothing changed: {err.message}", file=sys.stderr)
+        return 1
+    print(
+        json.dumps({"fixed": done.reference, **{k: v for k, v in done.as_dict().items() if k != "reference"}})
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m koywe_provider.cli", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -115,6 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="states to re-queue (default: rejected and dead)",
     )
     requeue_p.add_argument("--account-id", help="only rows of this Koywe account")
+    fix_p = commands.add_parser("fix", help="replace the payload of an invalid, rejected or unsent row")
+    fix_p.add_argument("--reference", required=True, help="internal reference of the row to correct")
+    fix_p.add_argument(
+        "--file", required=True, help="JSON file: the corrected document (or a whole inbox line)"
+    )
+    fix_p.add_argument("--account-id", help="the row's Koywe account (when several use the reference)")
+    fix_p.add_argument("--dry-run", action="store_true", help="validate only, change nothing")
     args = parser.parse_args(argv)
 
     try:
@@ -122,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LedgerMissingError as err:
         print(f"koywe: {err}", file=sys.stderr)
         return 2
+    if args.command == "fix":
+        return fix(ledger, args.reference, args.file, account_id=args.account_id, dry_run=args.dry_run)
     if args.command == "show":
         rows = show(ledger, args.reference)
         print(json.dumps(rows, indent=2, default=str))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -20,6 +20,13 @@ from koywe_provider.models import (
     payload_hash,
     validate_document,
 )
+
+#: The day the hand-written payloads below are sent (their issue_date), mid-day in the Americas.
+NOW = datetime(2026, 3, 2, 17, tzinfo=UTC)
+
+
+def validate(payload, **kwargs):
+    return validate_document(payload, now=NOW, **kwargs)
 
 
 def _peru() -> dict:
@@ -77,6 +84,7 @@ def _chile() -> dict:
             "issuer_tax_id_code": "76.399.932-7",
             "receiver_tax_id_type": "CL-RUT",
             "receiver_tax_id_code": "11.111.111-1",
+            "receiver_legal_name": "Comercial Los Andes SpA",
             "currency_id": "39",
         },
         "details": [
@@ -96,15 +104,15 @@ def _chile() -> dict:
 
 def _errors(payload: dict) -> list[tuple[str, str]]:
     with pytest.raises(DocumentValidationError) as info:
-        validate_document(payload, reference="T-1")
+        validate(payload, reference="T-1")
     return info.value.errors
 
 
 def test_valid_payloads() -> None:
-    peru = validate_document(_peru())
+    peru = validate(_peru())
     assert peru.details[0].unit_price == Decimal("125.5")
     assert peru.header.issue_date == date(2026, 3, 2)
-    chile = validate_document(_chile())
+    chile = validate(_chile())
     assert chile.header.issuer_tax_id_code == "76399932-7"  # dots removed
     assert chile.header.document_type_id == 2
     assert chile.totals.total_amount == Decimal(46374)
@@ -152,26 +160,65 @@ def test_each_arithmetic_rule(mutate, field: str, message: str) -> None:
     assert (field, message) in errors, errors
 
 
-def test_tolerance_two_decimals() -> None:
+def test_no_tolerance_two_decimals() -> None:
+    """One cent off is an error: the currency's rounding is the only slack."""
     payload = _peru()
-    payload["details"][0]["taxes"][0]["tax_amount"] = 40.67  # 0.01 off: rounding accepted
+    payload["details"][0]["taxes"][0]["tax_amount"] = 40.67  # 225.90 × 18 % = 40.662 -> 40.66
     payload["details"][0]["total_taxes"] = 40.67
     payload["details"][0]["total_amount_line"] = 266.57
     payload["totals"].update(taxes_amount=55.07, total_amount=360.97)
-    validate_document(payload)
-    payload["totals"]["total_amount"] = 360.99  # 0.02 off a single comparison
-    assert [f for f, _ in _errors(payload)] == ["totals.total_amount"]
+    assert _errors(payload) == [("details.0.taxes.0.tax_amount", "40.67 != net 225.9 × 18% = 40.66")]
+    payload = _peru()
+    payload["totals"]["total_amount"] = 360.97  # 0.01 off a single comparison
+    assert _errors(payload) == [
+        ("totals.total_amount", "360.97 != net_amount 305.9 + taxes_amount 55.06 = 360.96")
+    ]
 
 
-def test_tolerance_whole_units() -> None:
+def test_no_tolerance_whole_units() -> None:
     payload = _chile()
-    payload["details"][0]["taxes"][0]["tax_amount"] = 7405  # 1 peso off: accepted
+    payload["details"][0]["taxes"][0]["tax_amount"] = 7405  # 38970 × 19 % = 7404.3 -> 7404
     payload["details"][0]["total_taxes"] = 7405
     payload["details"][0]["total_amount_line"] = 46375
     payload["totals"].update(taxes_amount=7405, total_amount=46375)
-    validate_document(payload)
-    payload["details"][0]["total_amount_line"] = 46377
-    assert _errors(payload) == [("details.0.total_amount_line", "46377 != net 38970 + taxes 7405 = 46375")]
+    assert _errors(payload) == [("details.0.taxes.0.tax_amount", "7405 != net 38970 × 19% = 7404")]
+    payload = _chile()
+    payload["details"][0]["total_amount_line"] = 46375
+    assert _errors(payload) == [("details.0.total_amount_line", "46375 != net 38970 + taxes 7404 = 46374")]
+
+
+def test_rounding_is_half_up_at_the_currencys_places() -> None:
+    payload = _peru()  # 2 × 125.50 - 10 % = 225.90; 225.90 × 18 % = 40.662 -> 40.66 (above)
+    line = payload["details"][1]  # 1 × 90 - 10 = 80; 80 × 18 % = 14.40
+    line.update(unit_price=90.25, total_taxes=14.45, total_amount_line=94.7)  # 80.25 × 18 % = 14.445 -> 14.45
+    line["taxes"][0]["tax_amount"] = 14.45
+    payload["totals"].update(net_amount=306.15, taxes_amount=55.11, total_amount=361.26)
+    validate(payload)
+    line["taxes"][0]["tax_amount"] = line["total_taxes"] = 14.44  # rounded down: wrong
+    line["total_amount_line"] = 94.69
+    payload["totals"].update(taxes_amount=55.1, total_amount=361.25)
+    assert ("details.1.taxes.0.tax_amount", "14.44 != net 80.25 × 18% = 14.45") in _errors(payload)
+
+
+def test_document_level_rounding_of_taxes_is_accepted() -> None:
+    """Koywe's "net" rounding: the rate applied once to the sum of the nets. Three lines of 13 CLP: IVA
+    2.47 -> 2 per line (6 in all), or 39 × 19 % = 7.41 -> 7 on the document; both are exact."""
+    payload = _chile()
+    line = payload["details"][0]
+    line.update(quantity=1, unit_price=13, total_taxes=2, total_amount_line=15)
+    line["taxes"][0]["tax_amount"] = 2
+    payload["details"] = [copy.deepcopy(line) for _ in range(3)]  # 3 × 13 = 39; Σ line taxes 6
+    payload["totals"] = {"net_amount": 39, "taxes_amount": 7, "total_amount": 46}  # 39 × 19 % = 7.41 -> 7
+    validate(payload)
+    payload["totals"] = {"net_amount": 39, "taxes_amount": 6, "total_amount": 45}  # line by line
+    validate(payload)
+    payload["totals"] = {"net_amount": 39, "taxes_amount": 8, "total_amount": 47}
+    assert _errors(payload) == [
+        (
+            "totals.taxes_amount",
+            "8 != sum of details[].total_taxes 6 (or 7, rounded once per rate on the document's nets)",
+        )
+    ]
 
 
 def test_every_error_is_listed() -> None:
@@ -237,7 +284,7 @@ def test_required_fields(missing: str) -> None:
 
 
 def test_document_level_shapes() -> None:
-    assert _errors([]) == [("document", "expected a JSON object, got list")]  # type: ignore[arg-type]
+    assert _errors([]) == [("document", "expected a JSON object, got a JSON array")]  # type: ignore[arg-type]
     payload = _chile()
     payload["details"] = []
     assert [f for f, _ in _errors(payload)] == ["details"]
@@ -251,9 +298,9 @@ def test_string_and_float_numbers_are_equivalent() -> None:
     line.update(quantity=3.0, unit_price=12990, total_taxes=7404.0, total_amount_line=46374)
     line["taxes"][0].update(tax_type_id=387, tax_percentage=19.0, tax_amount=7404)
     as_numbers["totals"] = {"net_amount": 38970.0, "taxes_amount": 7404, "total_amount": 46374.00}
-    assert validate_document(as_strings).to_payload() == validate_document(as_numbers).to_payload()
+    assert validate(as_strings).to_payload() == validate(as_numbers).to_payload()
     assert payload_hash(as_strings) == payload_hash(as_numbers)
-    assert payload_hash(validate_document(as_numbers)) == payload_hash(as_numbers)
+    assert payload_hash(validate(as_numbers)) == payload_hash(as_numbers)
     changed = copy.deepcopy(as_numbers)
     changed["header"]["receiver_legal_name"] = "Otra Empresa SpA"
     assert payload_hash(changed) != payload_hash(as_numbers)
@@ -268,7 +315,7 @@ def test_to_payload_shape_and_extras() -> None:
     payload["details"][0]["sku"] = 12345
     payload["details"][0]["discount_note"] = {"campaign": "verano"}
     payload["payment_link"] = {"payment_url": "https://pagos.example/abc"}
-    out = validate_document(payload).to_payload()
+    out = validate(payload).to_payload()
     assert out["header"]["seller_id"] == 7
     assert out["header"]["issue_date"] == "2026-03-02"
     assert out["header"]["additional"]["pe_header"] == {"operation_type": "0101", "signature_id": "SIGN01"}
@@ -295,7 +342,7 @@ def test_references() -> None:
         },
         {"reference_code": 3, "reference_document_id": "991", "description": "Corrige monto"},
     ]
-    document = validate_document(payload)
+    document = validate(payload)
     codes = [r.reference_code for r in document.references]
     assert codes == ["5", "01", "3"]
     assert [is_internal_reference(r) for r in document.references] == [True, False, False]
@@ -326,7 +373,7 @@ def test_exempt_lines_and_missing_line_totals() -> None:
         ],
         "totals": {"net_amount": 56, "taxes_amount": 1.98, "total_amount": 57.98},
     }
-    document = validate_document(payload)
+    document = validate(payload)
     exempt, taxed = document.details
     assert exempt.taxes == [] and exempt.total_taxes is None and exempt.total_amount_line is None
     assert taxed.total_taxes is None and taxed.total_amount_line is None
@@ -351,44 +398,27 @@ def test_global_discount_and_gross_values() -> None:
         {"discount_surcharge_code": "DA", "discount_surcharge_value": 10, "discount_surcharge_type": "%"}
     ]
     payload["totals"] = {"net_amount": 35073, "taxes_amount": 6664, "total_amount": 41737}
-    validate_document(payload)
+    validate(payload)
     payload["totals"]["net_amount"] = 38970
     payload["totals"]["total_amount"] = 45634
     assert [f for f, _ in _errors(payload)] == ["totals.net_amount"]
 
     gross = _chile()
+    gross["header"]["document_type_id"] = 37  # a boleta: prices VAT included
     gross["options"] = {"gross_values": 1}
     line = gross["details"][0]
     line.update(unit_price=15458, total_amount_line=46374)
     gross["totals"] = {"total_amount": 46374}
-    validate_document(gross)
+    validate(gross)
     gross["totals"]["total_amount"] = 46500
     assert [f for f, _ in _errors(gross)] == ["totals.total_amount"]
 
 
-def test_missing_currency_uses_country_precision() -> None:
-    assert currency_places(None, 2) == 0 and currency_places(None, 96) == 2
+def test_currency_is_required() -> None:
+    assert currency_places(None, 2) == 0 and currency_places(None, 96) == 2  # raw payloads only
     payload = _chile()
     del payload["header"]["currency_id"]
-    # IVA of 38970 is 7404.30: 7405 is 0.70 off, accepted only with whole-peso tolerance (CLP).
-    payload["details"][0]["taxes"][0]["tax_amount"] = 7405
-    payload["details"][0]["total_taxes"] = 7405
-    payload["details"][0]["total_amount_line"] = 46375
-    payload["totals"].update(taxes_amount=7405, total_amount=46375)
-    document = validate_document(payload)
-    assert document.header.currency_id is None
-    assert arithmetic_errors(payload) == []
-    payload["details"][0]["total_amount_line"] = 46377  # 2 pesos off: beyond one unit
-    assert _errors(payload) == [("details.0.total_amount_line", "46377 != net 38970 + taxes 7405 = 46375")]
-
-    # A Peru factura without currency keeps cents: 0.02 off the total is an error.
-    peru = _peru()
-    del peru["header"]["currency_id"]
-    validate_document(peru)
-    peru["totals"]["total_amount"] = 360.98
-    assert _errors(peru) == [
-        ("totals.total_amount", "360.98 != net_amount 305.9 + taxes_amount 55.06 = 360.96")
-    ]
+    assert _errors(payload) == [("header.currency_id", "required field is missing")]
 
 
 def test_model_validate_raises_pydantic_error_and_arithmetic_on_raw_payload() -> None:

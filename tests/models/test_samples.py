@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from koywe_samples import DEFAULT_ACCOUNT_IDS, INVALID_KINDS, generate_invalid_l
 REPO = Path(__file__).resolve().parents[2]
 INBOX = REPO / "include/samples/inbox"
 ISSUE_DATE = "2026-03-02"
+#: The day the samples are "sent": their issue date, mid-day in the Americas.
+NOW = datetime(2026, 3, 2, 17, tzinfo=UTC)
 
 
 class LineError(ValueError):
@@ -36,7 +39,11 @@ def parse_line(raw: str) -> tuple[str, int, KoyweDocument]:
     document = line["document"]
     assert "issue_date" not in document["header"], "generator must leave issue_date to the pipeline"
     document["header"]["issue_date"] = ISSUE_DATE
-    return line["reference"], line["account_id"], validate_document(document, reference=line["reference"])
+    return (
+        line["reference"],
+        line["account_id"],
+        validate_document(document, reference=line["reference"], now=NOW),
+    )
 
 
 def test_generated_lines_validate() -> None:

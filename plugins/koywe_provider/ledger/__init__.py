@@ -21,6 +21,7 @@ from koywe_provider.ledger.ingestion import (
     INGEST_CHUNK,
     IngestCounts,
     IngestItem,
+    correction_kind,
     payload_hash_of,
     synthetic_reference,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "IngestConflict",
     "IngestCounts",
     "IngestItem",
+    "correction_kind",
     "InvalidTransitionError",
     "LeaseLostError",
     "Ledger",

@@ -12,6 +12,12 @@ Rules per line, keyed by ``(account_id, reference)`` (see :class:`IngestCounts`)
 - a new payload for any other row (``in_flight``, ``unknown``, sent ``pending``/``retryable``,
   ``issued``, ``draft``, ``not_sent``, ``dead``) is a conflict: recorded in ``koywe_ingest_conflicts``,
   the row is left alone.
+
+Isolation: each chunk of lines is one transaction, written under a SAVEPOINT; when the database
+refuses something of the chunk, the chunk is rolled back to its savepoint and written again line by
+line, each line under its own savepoint, and a line the database still refuses is recorded as an
+``invalid`` row naming its file, line and the database's error (class ``storage``): one line never
+stops the others. Errors of the database itself (connection lost, locked) are raised.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from koywe_provider.ledger._sql import (
@@ -97,6 +104,11 @@ class IngestCounts:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    def add(self, other: IngestCounts) -> None:
+        """Add ``other``'s counts to these."""
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
     @property
     def total(self) -> int:
         return sum(asdict(self).values())
@@ -151,6 +163,48 @@ def synthetic_reference(source: str, line_no: int | None) -> str:
     return f"{digest}~{source[-budget:] if budget > 0 else ''}{suffix}"[:128]
 
 
+def _text(value: str | None, limit: int) -> str | None:
+    """Capped, without NUL characters (PostgreSQL text cannot hold them)."""
+    value = cap(value, limit)
+    return None if value is None else value.replace("\x00", "\ufffd")
+
+
+#: Database errors caused by what a line holds (retried line by line, then recorded as invalid); any
+#: other error is the database's own and is raised.
+_SERVER_ERRORS = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.InternalError,
+    sa_exc.NotSupportedError,
+)
+_LINE_ERRORS = (sa_exc.StatementError, ValueError, TypeError, OverflowError, RecursionError)
+
+
+def _is_line_error(exc: BaseException) -> bool:
+    return isinstance(exc, _LINE_ERRORS) and not isinstance(exc, _SERVER_ERRORS)
+
+
+def _unstorable(item: IngestItem, exc: BaseException) -> IngestItem | None:
+    """``item`` as an invalid line without payload or raw text, naming what the database refused;
+    ``None`` when ``item`` already was one (the database refuses even that: raise)."""
+    if item.error_class == "storage":
+        return None
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300] if str(exc) else ""
+    reference = item.reference if isinstance(item.reference, str) and 0 < len(item.reference) <= 128 else None
+    return IngestItem(
+        reference=reference,
+        account_id=item.account_id if isinstance(item.account_id, str) else "",
+        payload=None,
+        payload_hash=None,
+        source=item.source,
+        line_no=item.line_no,
+        error=f"{item.source} line {item.line_no}: the ledger could not store this line "
+        f"({type(exc).__name__}: {reason})",
+        error_field="line",
+        error_class="storage",
+    )
+
+
 def _prepare(item: IngestItem, run_id: str | None, now: datetime) -> dict[str, Any]:
     source = cap(item.source or "", 512) or ""
     account_id = "" if item.account_id is None else str(item.account_id)
@@ -175,7 +229,7 @@ def _prepare(item: IngestItem, run_id: str | None, now: datetime) -> dict[str, A
             reference, account_id = synthetic_reference(source, item.line_no), ""
         if payload is not None and not isinstance(payload, dict):
             payload = None
-        raw_line = cap(item.raw_line, RAW_LINE_MAX)
+        raw_line = _text(item.raw_line, RAW_LINE_MAX)
     return {
         "account_id": account_id,
         "reference": reference,
@@ -189,7 +243,7 @@ def _prepare(item: IngestItem, run_id: str | None, now: datetime) -> dict[str, A
         "attempts": 0,
         "generation": 1,
         "generation_sends": 0,
-        "last_error": error,
+        "last_error": None if error is None else str(error).replace("\x00", "\ufffd"),
         "last_error_class": None if error is None else cap(error_class, 64),
         "error_field": cap(error_field, 256),
         "next_attempt_at": None,
@@ -198,15 +252,22 @@ def _prepare(item: IngestItem, run_id: str | None, now: datetime) -> dict[str, A
     }
 
 
-def _correction_kind(existing: _Known) -> str | None:
-    """``"replace"``, ``"new_generation"`` or ``None`` (a conflict) for a new payload on ``existing``."""
-    if existing.state == DocumentState.INVALID:
+def correction_kind(state: str, generation_sends: int) -> str | None:
+    """What a new payload does to a row in ``state`` with ``generation_sends`` POSTs of its current
+    generation: ``"replace"`` (``invalid``, or ``pending``/``retryable`` never sent), ``"new_generation"``
+    (``rejected``: refused for good, re-issued under a new Koywe reference) or ``None`` — the row may
+    be at Koywe, so the new payload is a conflict."""
+    if state == DocumentState.INVALID:
         return "replace"
-    if existing.state in _CORRECTABLE_UNSENT and existing.generation_sends == 0:
+    if state in _CORRECTABLE_UNSENT and generation_sends == 0:
         return "replace"
-    if existing.state == DocumentState.REJECTED:
+    if state == DocumentState.REJECTED:
         return "new_generation"
     return None
+
+
+def _correction_kind(existing: _Known) -> str | None:
+    return correction_kind(existing.state, existing.generation_sends)
 
 
 class IngestionMixin(LedgerDatabase):
@@ -217,23 +278,53 @@ class IngestionMixin(LedgerDatabase):
     ) -> IngestCounts:
         """Record inbox lines (see the module docstring, :class:`IngestItem` and :class:`IngestCounts`).
 
-        One transaction for the whole call (all or nothing); ``items`` is consumed lazily in chunks of
-        ``chunk_size``, each with one query for the existing keys and bulk INSERT statements, so memory
-        stays flat for 100,000+ lines. Repeated keys within the input are handled in order. A
-        correction is applied only if the row is still in the state it was read in (one conditional
-        UPDATE): a row claimed meanwhile turns the line into a conflict. ``run_id`` is stored on
-        new/replaced documents and on conflict rows. A concurrent ingest of the same new key can make
-        this call fail with ``IntegrityError`` (nothing is written): run it again.
-        Raises ``ValueError`` when ``chunk_size < 1``.
+        ``items`` is consumed lazily in chunks of ``chunk_size``, one transaction each (with one query
+        for the existing keys and bulk INSERT statements), so memory stays flat for 1,000,000 lines and
+        no write lock is held for a whole file; a crash keeps the chunks already committed, and
+        ingesting the same lines again is idempotent. Within a chunk every line is isolated (see the
+        module docstring: a line the database refuses becomes an ``invalid`` row, the others are
+        stored). Repeated keys within the input are handled in order. A correction is applied only if
+        the row is still in the state it was read in (one conditional UPDATE): a row claimed
+        meanwhile turns the line into a conflict. ``run_id`` is stored on new/replaced documents and
+        on conflict rows. Raises ``ValueError`` when ``chunk_size < 1``; errors of the database
+        itself (``OperationalError``: connection lost, locked) propagate.
         """
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         counts = IngestCounts()
         now = self._now()
-        with self._write.begin() as session:
-            for chunk in chunks(items, chunk_size):
-                self._ingest_chunk(session, chunk, run_id, now, counts)
+        for chunk in chunks(items, chunk_size):
+            with self._write.begin() as session:
+                self._ingest_isolated(session, chunk, run_id, now, counts)
         return counts
+
+    def _ingest_isolated(
+        self,
+        session: Session,
+        chunk: list[IngestItem],
+        run_id: str | None,
+        now: datetime,
+        counts: IngestCounts,
+    ) -> None:
+        """``chunk`` under a savepoint; on a line-caused error, line by line (see the module docstring)."""
+        local = IngestCounts()
+        try:
+            with session.begin_nested():
+                self._ingest_chunk(session, chunk, run_id, now, local)
+        except Exception as exc:
+            if not _is_line_error(exc):
+                raise
+            if len(chunk) > 1:
+                for item in chunk:
+                    self._ingest_isolated(session, [item], run_id, now, counts)
+                return
+            fallback = _unstorable(chunk[0], exc)
+            if fallback is None:
+                raise
+            local = IngestCounts()
+            with session.begin_nested():
+                self._ingest_chunk(session, [fallback], run_id, now, local)
+        counts.add(local)
 
     def _ingest_chunk(
         self,
@@ -488,6 +579,7 @@ class IngestionMixin(LedgerDatabase):
 __all__ = [
     "INGEST_CHUNK",
     "IngestCounts",
+    "correction_kind",
     "IngestItem",
     "IngestionMixin",
     "payload_hash_of",

@@ -19,15 +19,20 @@ Conventions:
   :mod:`koywe_provider.catalogue`; the internal transaction id reference (code 5) in
   :mod:`koywe_provider.models.references`. Both are re-exported here for existing callers.
 
-Arithmetic rules (amounts compared with the currency's tolerance, see :func:`arithmetic_errors`)::
+Arithmetic rules (exact, in :class:`~decimal.Decimal`, rounded half-up to the currency's places and
+with no other slack, see :func:`arithmetic_errors`)::
 
-    line net          = quantity * unit_price * (1 + modifier_percentage/100) + modifier_amount
-    tax_amount        ≈ line net * tax_percentage / 100                 (each details[].taxes[])
+    line net          = round(quantity * unit_price * (1 + modifier_percentage/100) + modifier_amount)
+    tax_amount        = round(line net * tax_percentage / 100)          (each details[].taxes[])
     total_taxes       = Σ taxes[].tax_amount
     total_amount_line = line net + total_taxes
     totals.net_amount   = Σ line nets (± globals_discounts_surcharges)
-    totals.taxes_amount = Σ details[].total_taxes
+    totals.taxes_amount = Σ details[].total_taxes   (or, Koywe's "net" rounding, Σ per rate of
+                          round(Σ nets at that rate * rate / 100))
     totals.total_amount = net_amount + taxes_amount
+
+Country rules (the document type's currencies, receiver, tax types and rates, dates, thresholds) are
+:mod:`koywe_provider.country_rules`, checked by :mod:`koywe_provider.models.country_checks`.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -53,16 +58,24 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from koywe_provider import catalogue
 from koywe_provider.catalogue import CURRENCIES, currency_places
+from koywe_provider.models.country_checks import country_rule_errors
 from koywe_provider.models.references import (
     INTERNAL_REFERENCE_CODE,
     internal_reference,
     internal_reference_number,
     is_internal_reference,
 )
-from koywe_provider.models.taxids import is_known_tax_id_type, validate_tax_id
+from koywe_provider.models.taxids import (
+    check_tax_id_type,
+    is_generic_tax_id,
+    is_known_tax_id_type,
+    validate_tax_id,
+)
 
 __all__ = [
+    "MAX_NUMBER",
     "WHOLE_UNIT_CURRENCIES",
     "DocumentDetail",
     "DocumentHeader",
@@ -77,6 +90,7 @@ __all__ = [
     "PeHeader",
     "arithmetic_errors",
     "currency_places",
+    "hash_of_payload",
     "internal_reference",
     "internal_reference_number",
     "is_internal_reference",
@@ -84,13 +98,18 @@ __all__ = [
     "validate_document",
 ]
 
-#: Currencies whose amounts are whole units (tolerance 1): 39 CLP, 28 COP. Others: 2 dp (0.01).
+#: Currencies whose amounts are whole units: 39 CLP, 28 COP. Others: 2 dp (0.01).
 #: From :mod:`koywe_provider.catalogue`, like :func:`currency_places` (re-exported here).
 WHOLE_UNIT_CURRENCIES = frozenset(c.currency_id for c in CURRENCIES.values() if c.decimals == 0)
 
 _FIELDS_ERROR = "koywe_fields"
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _PAYMENT_CONDITIONS = re.compile(r"^\s*\d+(\s*,\s*\d+)*\s*$")
+#: Every number of a document is below this in absolute value (amounts of 15 integral digits: far above
+#: any real invoice, and far below what would overflow the arithmetic).
+MAX_NUMBER = Decimal(10) ** 15
+#: The arithmetic's context: wide enough that no product of bounded numbers is ever inexact or raises.
+_ARITHMETIC = Context(prec=80, rounding=ROUND_HALF_UP)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -115,7 +134,14 @@ def _to_decimal(value: Any) -> Any:
         raise ValueError(f"expected a number, got {type(value).__name__}")
     if not result.is_finite():
         raise ValueError(f"expected a finite number, got {value!r}")
+    if abs(result) >= MAX_NUMBER:
+        raise ValueError(f"{_short(value)} is too large: numbers must be below 10^15 in absolute value")
     return result
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} characters)"
 
 
 def _to_int(value: Any) -> Any:
@@ -123,12 +149,19 @@ def _to_int(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError(f"expected an integer id, got {value!r}")
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
-        return int(value)
-    raise ValueError(f"expected an integer id, got {value!r}")
+        result = value
+    elif (
+        isinstance(value, float)
+        and value.is_integer()
+        or isinstance(value, str)
+        and re.fullmatch(r"\s*-?\d{1,19}\s*", value)
+    ):
+        result = int(value)
+    else:
+        raise ValueError(f"expected an integer id, got {_short(repr(value))}")
+    if abs(result) >= 2**63:
+        raise ValueError(f"{_short(value)} is too large for an id")
+    return result
 
 
 def _to_date(value: Any) -> Any:
@@ -222,10 +255,15 @@ class DocumentHeader(BaseModel):
     """``header``: document type, issue date, currency, issuer and receiver.
 
     ``document_type_id`` is Koywe's id (2 Chile factura, 37 boleta, 96 Peru factura, 97 boleta,
-    82 Colombia factura, 76 Mexico ingreso…), not the tax bureau code. ``issue_date`` is required
-    (``YYYY-MM-DD``). Issuer and receiver tax ids of a known type (see
-    :mod:`koywe_provider.models.taxids`) are checked and normalised to Koywe's format; a receiver may
-    carry a SAT generic RFC (``XAXX010101000``/``XEXX010101000``) whatever its type.
+    82 Colombia factura, 76 Mexico ingreso…), not the tax bureau code, and must be in the catalogue.
+    ``issue_date`` (``YYYY-MM-DD``) and ``currency_id`` are required (Koywe's document fields table:
+    "Siempre obligatorio"; the OpenAPI leaves the currency optional but every example carries it).
+    Tax id types must be Koywe's (:func:`~koywe_provider.models.taxids.check_tax_id_type`: a misspelt
+    ``CL-RTU`` is refused; case is normalised). Codes of a checked type are verified and normalised
+    to Koywe's format — the issuer's always, the receiver's when its type is the document's country's:
+    a foreign receiver's id (an ``MX-RFC`` on a Chile export) is the other country's business and is
+    kept as given. A receiver may carry a SAT generic RFC (``XAXX010101000``/``XEXX010101000``), an
+    issuer never.
     """
 
     model_config = _CONFIG
@@ -236,7 +274,7 @@ class DocumentHeader(BaseModel):
     document_number: IntId | None = None
     document_sequence_code: str | None = None
     received_issued_flag: IntId | None = None
-    currency_id: IntId | None = None
+    currency_id: IntId
     exchange_rate_value: Money | None = None
     payment_conditions: str | None = None
 
@@ -274,13 +312,47 @@ class DocumentHeader(BaseModel):
             raise ValueError(f"expected days separated by commas such as '0' or '0,30', got {value!r}")
         return value
 
+    @field_validator("document_type_id")
+    @classmethod
+    def _document_type_id(cls, value: int) -> int:
+        if value in catalogue.DOCUMENT_TYPES:
+            return value
+        known = ", ".join(str(t) for t in catalogue.DOCUMENT_TYPES)
+        codes = [t for t in catalogue.DOCUMENT_TYPES.values() if t.taxbureau_code == str(value)]
+        hint = "".join(
+            f"; {value} is the {catalogue.COUNTRIES[t.country_id].tax_bureau} code of {t.name}, whose Koywe id "
+            f"is {t.document_type_id}"
+            for t in codes[:1]
+        )
+        raise ValueError(
+            f"unknown Koywe document_type_id {value} (Koywe's ids, not the tax bureau's codes{hint}); known: {known}"
+        )
+
+    @field_validator("issuer_tax_id_type", "receiver_tax_id_type")
+    @classmethod
+    def _tax_id_type(cls, value: str | None) -> str | None:
+        if value is None or not str(value).strip():
+            return None
+        return check_tax_id_type(value)
+
     @field_validator("issuer_tax_id_code", "receiver_tax_id_code")
     @classmethod
     def _tax_id_code(cls, value: str | None, info: ValidationInfo) -> str | None:
         party = info.field_name.split("_", 1)[0]
         kind = info.data.get(f"{party}_tax_id_type")
-        if value is None or not is_known_tax_id_type(kind):
+        if value is None:
             return value
+        if party == "issuer" and is_generic_tax_id(kind, value):
+            raise ValueError(
+                f"{str(value).strip()} is a generic code for a receiver without a tax id; it never "
+                "identifies an issuer"
+            )
+        if not is_known_tax_id_type(kind):
+            return value
+        if party == "receiver" and _is_foreign(kind, info.data.get("document_type_id")):
+            if not str(value).strip():
+                raise ValueError(f"empty {kind} code")
+            return str(value).strip()
         return validate_tax_id(kind, value, allow_generic_rfc=party == "receiver")
 
     @model_validator(mode="after")
@@ -294,6 +366,19 @@ class DocumentHeader(BaseModel):
         if errors:
             raise _fields_error(errors)
         return self
+
+
+def _is_foreign(tax_id_type: str, document_type_id: Any) -> bool:
+    """The type is another country's than the document's (a foreign receiver's id)."""
+    document_type = (
+        catalogue.DOCUMENT_TYPES.get(document_type_id) if isinstance(document_type_id, int) else None
+    )
+    if document_type is None:
+        return False
+    try:
+        return catalogue.country_of_tax_id_type(tax_id_type).country_id != document_type.country_id
+    except catalogue.UnknownCatalogueEntry:
+        return True
 
 
 class DocumentTax(BaseModel):
@@ -397,8 +482,13 @@ class KoyweDocument(BaseModel):
     options: DocumentOptions | None = None
 
     @model_validator(mode="after")
-    def _arithmetic(self) -> KoyweDocument:
-        errors = arithmetic_errors(self)
+    def _arithmetic_and_country_rules(self, info: ValidationInfo) -> KoyweDocument:
+        context = info.context if isinstance(info.context, Mapping) else {}
+        errors = country_rule_errors(
+            self, now=context.get("now"), check_dates=context.get("check_dates", True)
+        )
+        known = {field for field, _ in errors}
+        errors.extend(e for e in arithmetic_errors(self) if e[0] not in known)
         if errors:
             raise _fields_error(errors)
         return self
@@ -423,6 +513,10 @@ class KoyweDocument(BaseModel):
 
 
 def _get(obj: Any, name: str) -> Any:
+    if type(obj) is dict:
+        return obj.get(name)
+    if isinstance(obj, BaseModel):
+        return getattr(obj, name, None)
     if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
@@ -431,6 +525,8 @@ def _get(obj: Any, name: str) -> Any:
 def _lenient_decimal(value: Any) -> Decimal | None:
     if value is None:
         return None
+    if type(value) is Decimal:  # already validated by the model
+        return value
     try:
         return _to_decimal(value)
     except ValueError:
@@ -467,11 +563,28 @@ def arithmetic_errors(document: Any) -> list[tuple[str, str]]:
     """Check a document's amounts; return ``(dotted field, message)`` for every mismatch.
 
     Works on a :class:`KoyweDocument` or a raw payload dict (unparseable numbers are skipped: they
-    are reported by the field validators). Tolerance: one currency unit (1 for CLP/COP, 0.01
-    otherwise) per comparison, times the number of lines for document sums. Line nets are rounded
-    half-up to the currency's places (Koywe "net" rounding: line by line). With
-    ``options.gross_values`` (prices VAT included) only ``Σ total_amount_line = total_amount`` holds.
+    are reported by the field validators). Exact: every amount is computed in :class:`~decimal.Decimal`
+    (80 digits, so no product of the bounded numbers is ever inexact) and rounded half-up to the
+    currency's places (0 for CLP/COP, 2 otherwise; :func:`currency_places`), with no other slack.
+
+    * a line's net is ``quantity × unit_price × (1 + modifier_percentage/100) + modifier_amount``,
+      rounded (Koywe "net" rounding: line by line);
+    * each ``tax_amount`` is the line net × ``tax_percentage`` / 100, rounded (the unrounded net
+      rounded once is accepted too: the same amount when the net needed no rounding);
+    * ``total_taxes`` is the sum of the line's ``tax_amount``; ``total_amount_line`` net + taxes;
+    * ``totals.net_amount`` the sum of the line nets (with ``globals_discounts_surcharges``);
+      ``totals.taxes_amount`` the sum of the lines' taxes, or Koywe's "net" rounding of the document
+      (per tax type and rate, the rate applied to the sum of those lines' nets, rounded once);
+      ``totals.total_amount`` = ``net_amount`` + ``taxes_amount``.
+
+    With ``options.gross_values`` (Chile boletas, prices VAT included) a line's total is its gross
+    ``quantity × unit_price`` (± modifiers), rounded, and ``totals.total_amount`` their sum.
     """
+    with localcontext(_ARITHMETIC):
+        return _arithmetic_errors(document)
+
+
+def _arithmetic_errors(document: Any) -> list[tuple[str, str]]:
     header = _get(document, "header") or {}
     details = _get(document, "details")
     details = list(details) if isinstance(details, list | tuple) else []
@@ -482,7 +595,7 @@ def arithmetic_errors(document: Any) -> list[tuple[str, str]]:
         _lenient_int(_get(header, "currency_id")), _lenient_int(_get(header, "document_type_id"))
     )
     unit = Decimal(1).scaleb(-places)
-    gross = bool(_get(options, "gross_values"))
+    gross = bool(_get(options, "gross_values")) and _get(options, "gross_values") not in ("0", "false")
 
     def q(value: Decimal) -> Decimal:
         return value.quantize(unit, rounding=ROUND_HALF_UP)
@@ -492,12 +605,15 @@ def arithmetic_errors(document: Any) -> list[tuple[str, str]]:
     line_taxes: list[Decimal | None] = []
     line_totals: list[Decimal | None] = []
     taxable: list[bool] = []
+    # (tax_type_id, rate) -> sum of the nets of the lines carrying it: Koywe's document-level rounding.
+    groups: dict[tuple[Any, Decimal], Decimal] | None = {}
     for i, line in enumerate(details):
         if not isinstance(line, Mapping | DocumentDetail):
             nets.append(None)
             line_taxes.append(None)
             line_totals.append(None)
             taxable.append(False)
+            groups = None
             continue
         raw_net = _line_net(line)
         net = None if raw_net is None else q(raw_net)
@@ -510,12 +626,19 @@ def arithmetic_errors(document: Any) -> list[tuple[str, str]]:
             pct = _lenient_decimal(_get(tax, "tax_percentage"))
             if amount is None or tax_sum is None:
                 tax_sum = None
+                groups = None
                 continue
             tax_sum += amount
             has_rate = has_rate or bool(pct)
-            if raw_net is not None and pct is not None and not gross:
-                expected = q(raw_net * pct / 100)
-                if abs(amount - expected) > unit:
+            if net is None or pct is None:
+                groups = None
+                continue
+            if groups is not None:
+                key = (_get(tax, "tax_type_id"), pct)
+                groups[key] = groups.get(key, Decimal(0)) + net
+            if not gross:
+                expected = q(net * pct / 100)
+                if amount not in (expected, q(raw_net * pct / 100)):
                     errors.append(
                         (
                             f"details.{i}.taxes.{j}.tax_amount",
@@ -523,7 +646,7 @@ def arithmetic_errors(document: Any) -> list[tuple[str, str]]:
                         )
                     )
         total_taxes = _lenient_decimal(_get(line, "total_taxes"))
-        if total_taxes is not None and tax_sum is not None and abs(total_taxes - tax_sum) > unit:
+        if total_taxes is not None and tax_sum is not None and total_taxes != tax_sum:
             errors.append(
                 (
                     f"details.{i}.total_taxes",
@@ -532,9 +655,17 @@ def arithmetic_errors(document: Any) -> list[tuple[str, str]]:
             )
         line_tax = total_taxes if total_taxes is not None else tax_sum
         total_line = _lenient_decimal(_get(line, "total_amount_line"))
-        if total_line is not None and net is not None and line_tax is not None and not gross:
+        if gross:
+            if total_line is not None and net is not None and total_line != net:
+                errors.append(
+                    (
+                        f"details.{i}.total_amount_line",
+                        f"{_fmt(total_line)} != gross quantity × unit_price {_fmt(net)} (options.gross_values)",
+                    )
+                )
+        elif total_line is not None and net is not None and line_tax is not None:
             expected = net + line_tax
-            if abs(total_line - expected) > unit:
+            if total_line != expected:
                 errors.append(
                     (
                         f"details.{i}.total_amount_line",
@@ -546,7 +677,6 @@ def arithmetic_errors(document: Any) -> list[tuple[str, str]]:
         line_totals.append(total_line if total_line is not None else (None if net is None else net))
         taxable.append(has_rate)
 
-    sum_tolerance = unit * max(1, len(details))
     net_amount = _lenient_decimal(_get(totals, "net_amount"))
     taxes_amount = _lenient_decimal(_get(totals, "taxes_amount"))
     total_amount = _lenient_decimal(_get(totals, "total_amount"))
@@ -554,7 +684,7 @@ def arithmetic_errors(document: Any) -> list[tuple[str, str]]:
     if gross:
         if total_amount is not None and details and all(t is not None for t in line_totals):
             expected = sum(line_totals, Decimal(0))
-            if abs(total_amount - expected) > sum_tolerance:
+            if total_amount != expected:
                 errors.append(
                     (
                         "totals.total_amount",
@@ -576,23 +706,33 @@ def arithmetic_errors(document: Any) -> list[tuple[str, str]]:
             how = "sum of line nets " + " + ".join(_fmt(n) for n in nets) + f" = {_fmt(expected)}"
         else:
             how = f"line net {_fmt(expected)}"
-        if abs(net_amount - expected) > sum_tolerance:
+        if net_amount != expected:
             errors.append(("totals.net_amount", f"{_fmt(net_amount)} != {how}"))
 
     if taxes_amount is not None and not globals_ and details and all(t is not None for t in line_taxes):
         expected = sum(line_taxes, Decimal(0))
-        if abs(taxes_amount - expected) > sum_tolerance:
+        document_level = (
+            None
+            if groups is None
+            else sum((q(base * rate / 100) for (_, rate), base in groups.items()), Decimal(0))
+        )
+        if taxes_amount not in (expected, document_level):
+            also = (
+                f" (or {_fmt(document_level)}, rounded once per rate on the document's nets)"
+                if document_level is not None and document_level != expected
+                else ""
+            )
             errors.append(
                 (
                     "totals.taxes_amount",
-                    f"{_fmt(taxes_amount)} != sum of details[].total_taxes {_fmt(expected)}",
+                    f"{_fmt(taxes_amount)} != sum of details[].total_taxes {_fmt(expected)}{also}",
                 )
             )
 
     if total_amount is not None and net_amount is not None:
         taxes = taxes_amount if taxes_amount is not None else Decimal(0)
         expected = net_amount + taxes
-        if abs(total_amount - expected) > unit:
+        if total_amount != expected:
             errors.append(
                 (
                     "totals.total_amount",
@@ -648,46 +788,85 @@ def _convert(exc: ValidationError) -> list[tuple[str, str]]:
     return errors
 
 
-def validate_document(payload: Mapping[str, Any], *, reference: str | None = None) -> KoyweDocument:
+def validate_document(
+    payload: Mapping[str, Any],
+    *,
+    reference: str | None = None,
+    now: datetime | None = None,
+    check_dates: bool = True,
+) -> KoyweDocument:
     """Validate a ``POST /documents`` payload and return the typed :class:`KoyweDocument`.
 
     :param payload: the document as parsed JSON (numbers may be strings).
     :param reference: the caller's transaction id, named in the error message.
+    :param now: the moment the document's ``issue_date`` is judged at, in its country's time zone
+        (:mod:`koywe_provider.country_rules`: no future date, no older than the bureau accepts);
+        default the system clock. Pass the run's clock in pipelines and tests.
+    :param check_dates: ``False`` skips the date limits (a stored payload being compared or hashed).
     :raises koywe_provider.exceptions.DocumentValidationError: with **every** problem found as
         ``(field, message)``, e.g. ``("details.0.total_amount_line",
         "1624 != net 1400 + taxes 266 = 1666")`` or ``("header.receiver_tax_id_code", "...")``.
-        Arithmetic is also checked when some fields are malformed (on what can be parsed).
+        Arithmetic and country rules are also checked when some fields are malformed (on what can be
+        parsed).
     """
     from koywe_provider.exceptions import DocumentValidationError
 
     if not isinstance(payload, Mapping):
         raise DocumentValidationError(
-            [("document", f"expected a JSON object, got {type(payload).__name__}")], reference=reference
+            [("document", f"expected a JSON object, got {_json_type(payload)}")], reference=reference
         )
     try:
-        return KoyweDocument.model_validate(payload)
+        return KoyweDocument.model_validate(payload, context={"now": now, "check_dates": check_dates})
     except ValidationError as exc:
         errors = _convert(exc)
-        arithmetic_ran = any(err["type"] == _FIELDS_ERROR and not err["loc"] for err in exc.errors())
-    if not arithmetic_ran:
-        # The document-level arithmetic check did not run (a field failed first): run it on the raw
-        # payload so that the caller sees every problem at once.
-        known = set(errors)
-        errors.extend(e for e in arithmetic_errors(payload) if e not in known)
+        checks_ran = any(err["type"] == _FIELDS_ERROR and not err["loc"] for err in exc.errors())
+    if not checks_ran:
+        # The document-level checks did not run (a field failed first): run them on the raw payload so
+        # that the caller sees every problem at once (a field already named keeps its first error).
+        named = {field for field, _ in errors}
+        raw = country_rule_errors(payload, now=now, check_dates=check_dates)
+        with localcontext(_ARITHMETIC):
+            raw += arithmetic_errors(payload)
+        for field, message in raw:
+            if field not in named:
+                named.add(field)
+                errors.append((field, message))
     raise DocumentValidationError(errors, reference=reference)
 
 
+def _json_type(value: Any) -> str:
+    """How JSON names ``value``'s type (``list`` is an array, ``str`` a string…)."""
+    if isinstance(value, list | tuple):
+        return "a JSON array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    if isinstance(value, int | float | Decimal):
+        return f"the number {value}"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): _jsonable(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_jsonable(v) for v in value]
+    if kind is Decimal:
         return int(value) if value == value.to_integral_value() else float(value)
+    if kind is float:
+        return int(value) if value.is_integer() else value
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
     return value
 
 
@@ -697,8 +876,17 @@ def payload_hash(payload: Mapping[str, Any] | KoyweDocument) -> str:
     Canonical: ``sort_keys=True``, separators ``(",", ":")``, UTF-8, numbers normalised by
     validation, so payloads spelling ``1400``, ``1400.0`` or ``"1400"`` hash the same.
 
-    :raises koywe_provider.exceptions.DocumentValidationError: a dict payload that does not validate.
+    :raises koywe_provider.exceptions.DocumentValidationError: a dict payload that does not validate
+        (its date is not judged: a hash does not depend on the day it is computed).
     """
-    document = payload if isinstance(payload, KoyweDocument) else validate_document(payload)
-    canonical = json.dumps(document.to_payload(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    document = (
+        payload if isinstance(payload, KoyweDocument) else validate_document(payload, check_dates=False)
+    )
+    return hash_of_payload(document.to_payload())
+
+
+def hash_of_payload(payload: Mapping[str, Any]) -> str:
+    """:func:`payload_hash` of a payload already produced by :meth:`KoyweDocument.to_payload` (no second
+    validation): SHA-256 hex of its canonical JSON."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -12,15 +12,17 @@ type         Koywe format                            validator
 ``CL-RUT``   ``NNNNNNNN-D`` (7-8 digits, D may be K)  ``stdnum.cl.rut``
 ``PE-RUC``   11 digits                               ``stdnum.pe.ruc``
 ``PE-DNI``   8 digits                                ``stdnum.pe.cui`` (check digit dropped)
-``CO-NIT``   ``NNNNNNNNN-D``                         ``stdnum.co.nit``
+``CO-NIT``   ``NNNNNNNNN-D`` (the dash is required)  ``stdnum.co.nit``
 ``MX-RFC``   12/13 chars, upper case                 ``stdnum.mx.rfc`` (+ generic RFCs)
 ``AR-CUIT``  11 digits                               ``stdnum.ar.cuit``
 ``US-EIN``   9 digits                                ``stdnum.us.ein``
 ``US-SSN``   9 digits                                ``stdnum.us.ssn``
 ===========  =====================================  ==========================================
 
-Other types (``CO-CC``, ``CO-NOP``, ``EXT``, foreign ids…) are accepted as any non-empty string,
-stripped of surrounding blanks. The country of each type
+Other types (``CO-CC``, ``CO-NOP``, foreign ids…) are accepted as any non-empty string, stripped of
+surrounding blanks. Which *type* names a document may carry (a misspelt ``CL-RTU`` is refused, a foreign
+receiver's id is not checked with a domestic rule) is :func:`check_tax_id_type`'s and the document
+model's. The country of each type
 (:func:`koywe_provider.catalogue.country_of_tax_id_type`) and Mexico's generic RFCs
 (``Country.generic_tax_id_codes``) are catalogue data: :func:`is_generic_tax_id` tells a generic code
 apart, for the places where only a receiver may carry one (an account's RFC, a document's issuer).
@@ -28,6 +30,7 @@ apart, for the places where only a receiver may carry one (an account's RFC, a d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from stdnum.ar import cuit
@@ -43,6 +46,7 @@ from koywe_provider import catalogue
 __all__ = [
     "GENERIC_MX_RFCS",
     "KNOWN_TAX_ID_TYPES",
+    "check_tax_id_type",
     "is_generic_tax_id",
     "is_known_tax_id_type",
     "validate_tax_id",
@@ -66,6 +70,13 @@ def _cl_rut(code: str) -> str:
 
 
 def _co_nit(code: str) -> str:
+    # Koywe's format is NNNNNNNNN-D. Without the dash a NIT whose check digit was left out
+    # ("860517022") would be read as another taxpayer (86051702, check digit 2): refuse it.
+    if "-" not in code:
+        raise nit.InvalidFormat(
+            "write the check digit after a dash (NNNNNNNNN-D); without it the last digit would be read "
+            "as the check digit of another NIT"
+        )
     number = nit.validate(code)
     return f"{number[:-1]}-{number[-1]}"
 
@@ -104,6 +115,34 @@ KNOWN_TAX_ID_TYPES = frozenset(_VALIDATORS)
 def is_known_tax_id_type(tax_id_type: str | None) -> bool:
     """True when :func:`validate_tax_id` checks codes of this type (case-insensitive)."""
     return bool(tax_id_type) and tax_id_type.strip().upper() in KNOWN_TAX_ID_TYPES
+
+
+#: Tax id types of Koywe's table that the catalogue knows (checked or free-text codes), upper case.
+_CATALOGUE_TYPES = frozenset(kind for c in catalogue.COUNTRIES.values() for kind in c.tax_id_types)
+_KOYWE_ISO_CODES = frozenset(c.iso_code for c in catalogue.COUNTRIES.values())
+_FOREIGN_TYPE = re.compile(r"^[A-Z]{2}-[A-Z0-9]{2,12}$")
+
+
+def check_tax_id_type(tax_id_type: str) -> str:
+    """``tax_id_type`` in Koywe's spelling (upper case), or ``ValueError`` for a misspelt one.
+
+    Accepted: a type of the catalogue (``CL-RUT``, ``PE-DNI``, ``CO-NOP``… any case), and a type of a
+    country Koywe does not issue in written as Koywe writes them, ``<ISO 3166 code>-<name>``
+    (``BR-CNPJ``: a foreign receiver's id, not checked). Refused: a type that looks like one of a Koywe
+    country's but is not in its table (``CL-RTU``, ``PE_RUC``, ``RUT``), with the closest known type.
+    """
+    import difflib
+
+    kind = str(tax_id_type).strip().upper()
+    if kind in _CATALOGUE_TYPES:
+        return kind
+    if _FOREIGN_TYPE.match(kind) and kind[:2] not in _KOYWE_ISO_CODES:
+        return kind
+    close = difflib.get_close_matches(kind.replace("_", "-"), sorted(_CATALOGUE_TYPES), n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ValueError(
+        f"unknown tax id type {tax_id_type!r}{hint}; Koywe's types: {', '.join(sorted(_CATALOGUE_TYPES))}"
+    )
 
 
 def is_generic_tax_id(tax_id_type: str | None, code: str | None) -> bool:

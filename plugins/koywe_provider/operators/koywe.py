@@ -87,7 +87,10 @@ class KoyweIngestInboxOperator(BaseOperator):
 
     :param inbox: folder or file, as an ``ObjectStoragePath`` URL (``file://``, ``s3://`` …) or a local path
         (relative paths are relative to ``base_dir``).
-    :param issue_date: ``YYYY-MM-DD`` stamped on documents that carry no ``header.issue_date``.
+    :param issue_date: ``YYYY-MM-DD`` stamped on documents that carry no ``header.issue_date``; empty:
+        today in each document's country.
+    Lines longer than ``[koywe] max_line_bytes`` (default 1 MiB, read at run time) are recorded as
+    invalid without being read whole.
     XCom: the ledger's ingest counts ``{added, unchanged, replaced, conflicts, invalid, invalid_ignored}``.
     """
 
@@ -109,12 +112,16 @@ class KoyweIngestInboxOperator(BaseOperator):
         self.koywe_ledger_conn_id = koywe_ledger_conn_id
 
     def execute(self, context: Context) -> dict[str, int]:
-        from koywe_provider.services.ingestion import as_storage_path, read_inbox
+        from airflow.sdk import conf
+
+        from koywe_provider.services.ingestion import DEFAULT_MAX_LINE_BYTES, as_storage_path, read_inbox
 
         inbox = as_storage_path(self.inbox, base_dir=Path(self.base_dir) if self.base_dir else None)
         ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
+        max_line_bytes = conf.getint("koywe", "max_line_bytes", fallback=DEFAULT_MAX_LINE_BYTES)
         counts = ledger.ingest_many(
-            read_inbox(inbox, issue_date=self.issue_date or None), run_id=context["run_id"]
+            read_inbox(inbox, issue_date=self.issue_date or None, max_line_bytes=max_line_bytes),
+            run_id=context["run_id"],
         )
         result = counts.as_dict()
         self.log.info("Ingested %s: %s", inbox, result)
