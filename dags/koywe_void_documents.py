@@ -80,7 +80,7 @@ Documents issued elsewhere can be credited by folio: list them in `external_orig
             type=["null", "string"],
             format="date",
             title="Issue date of the notes",
-            description="Empty = the run's date.",
+            description="Empty = today in each original's country.",
         ),
         "external_originals": Param(
             None,
@@ -99,7 +99,7 @@ Documents issued elsewhere can be credited by folio: list them in `external_orig
         amount="{{ params.amount }}",
         lines="{{ params.lines }}",
         account_id="{{ params.account_id }}",
-        issue_date="{{ params.issue_date or ds }}",
+        issue_date="{{ params.issue_date or '' }}",
         external_originals="{{ params.external_originals }}",
     )
     apply = KoyweVoidApplyOperator(

@@ -106,15 +106,17 @@ def sample_document(
     country: str, *, document_type_id: int | None = None, issue_date: str | None = None, seed: int = 0
 ) -> dict:
     """A valid generated document of ``country`` (``CL``, ``PE``, ``CO``, ``MX``), of ``document_type_id``
-    when given, dated ``issue_date`` (default today: Peru boletas must carry today's date)."""
-    import datetime as dt
-
+    when given, dated ``issue_date`` (default today *in that country*: Peru boletas must carry today's date,
+    and the UTC date is already tomorrow in the Americas for a few hours each night)."""
+    from koywe_provider import catalogue, country_rules
     from koywe_samples.generate import generate_lines
 
     for line in generate_lines(200, seed=seed, countries=(country,)):
         document = line["document"]
-        if document_type_id is None or document["header"]["document_type_id"] == document_type_id:
-            document["header"]["issue_date"] = issue_date or dt.date.today().isoformat()
+        type_id = document["header"]["document_type_id"]
+        if document_type_id is None or type_id == document_type_id:
+            country_id = catalogue.document_type(type_id).country_id
+            document["header"]["issue_date"] = issue_date or country_rules.local_today(country_id).isoformat()
             return document
     raise LookupError(f"the generator made no {country} document of type {document_type_id}")
 

@@ -7,7 +7,6 @@ in one line), and one run cancels a Mexico invoice that waits for the receiver's
 from __future__ import annotations
 
 import sqlite3
-from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -23,7 +22,6 @@ from koywe_test_support import airflow_haystacks, leaks, sample_document
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DAG_ID = "koywe_void_documents"
-TODAY = date.today().isoformat()
 ORIGINALS = {
     "E2E-CL": ("CL", 2),
     "E2E-PE": ("PE", 96),
@@ -50,7 +48,7 @@ def run(tmp_path_factory):
         setup(env)
         ledger = Ledger(ledger_url)
         payloads = {
-            ref: sample_document(country, document_type_id=type_id, issue_date=TODAY, seed=n)
+            ref: sample_document(country, document_type_id=type_id, seed=n)
             for n, (ref, (country, type_id)) in enumerate(ORIGINALS.items())
         }
         ledger.ingest_many(

@@ -4,7 +4,7 @@ at the currency's rounding, and refusals before anything is recorded."""
 from __future__ import annotations
 
 import copy
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -26,6 +26,8 @@ from koywe_provider.models.notes import (
 from koywe_test_support import chile_factura, sample_document
 
 DAY = date(2026, 11, 21)
+#: the clock the notes' dates are judged at (the country rules' date limits): midday of ``DAY``
+NOW = datetime(2026, 11, 21, 15, tzinfo=UTC)
 
 
 def original(payload: dict, *, koywe_id: str | None = "1234", folio: str | None = "77") -> OriginalDocument:
@@ -34,7 +36,7 @@ def original(payload: dict, *, koywe_id: str | None = "1234", folio: str | None 
 
 def note(payload: dict, kind: str = "credit_note", **kwargs):
     kwargs.setdefault("remaining", payload_total(payload))
-    return build_note(original(payload), kind, issue_date=DAY, **kwargs)
+    return build_note(original(payload), kind, issue_date=DAY, now=NOW, **kwargs)
 
 
 # (country, original type) -> (credit note type, debit note type, full code, partial code, lines code)
@@ -94,7 +96,12 @@ def test_full_partial_and_line_notes_per_country(country, type_id):
             note(payload, "debit_note", amount=Decimal(100))
     else:
         debit = note(payload, "debit_note", amount=Decimal(100), remaining=Decimal(0))
-        assert (debit.document_type_id, debit.total, len(debit.payload["details"])) == (debit_type, 100, 1)
+        assert (debit.document_type_id, debit.total) == (debit_type, 100)
+        # one line, or a rounding line where 100 has no exact net + tax split at the rate
+        assert [d["line_description"].endswith("(redondeo)") for d in debit.payload["details"]] in (
+            [False],
+            [False, True],
+        )
         assert arithmetic_errors(debit.payload) == []
 
 
@@ -126,6 +133,7 @@ def test_an_original_issued_elsewhere_is_referenced_by_folio():
         "credit_note",
         remaining=Decimal(11_900),
         issue_date=DAY,
+        now=NOW,
     )
     assert draft.referenced_by == "folio"
     assert draft.payload["references"][0]["reference_number"] == "4711"
@@ -256,14 +264,14 @@ def test_references_are_shaped_like_koywes_own_note_examples():
         assert expected is not None and expected.document_type_id == int(
             example["header"]["document_type_id"]
         )
-        payload = chile_factura()
-        payload["header"]["document_type_id"] = int(theirs["document_type_id"])
+        payload = _original_of_type(int(theirs["document_type_id"]))
         mine = build_note(
             original(payload, koywe_id=None, folio=theirs["reference_number"]),
             kind,
-            remaining=Decimal(11_900),
+            remaining=payload_total(payload),
             issue_date=DAY,
-            amount=None if kind == "credit_note" else Decimal(100),
+            now=NOW,
+            amount=None if kind == "credit_note" else Decimal(1),
         ).payload["references"][0]
         assert set(mine) == set(theirs) - {"additional"}, (
             example["header"]["document_type_id"],
@@ -271,3 +279,36 @@ def test_references_are_shaped_like_koywes_own_note_examples():
             theirs,
         )
         assert mine["reference_number"] == theirs["reference_number"]
+
+
+def _original_of_type(document_type_id: int) -> dict:
+    """A valid generated document of ``document_type_id`` (any country's, exports included), dated ``DAY``."""
+    from koywe_samples.generate import generate_varied_lines
+
+    for line in generate_varied_lines(400, seed=0):
+        document = line["document"]
+        if document["header"]["document_type_id"] == document_type_id:
+            document["header"]["issue_date"] = DAY.isoformat()
+            return document
+    raise LookupError(f"the generator made no document of type {document_type_id}")
+
+
+@pytest.mark.parametrize(
+    ("amount", "places", "rate", "lines"),
+    [
+        # 100.00 at 18 %: 84.75 + 15.26 = 100.01 and 84.74 + 15.25 = 99.99, so a rounding line of 0.01
+        ("100.00", 2, "18", [("84.74", "15.25"), ("0.01", "0.00")]),
+        ("118.00", 2, "18", [("100.00", "18.00")]),
+        ("11900", 0, "19", [("10000", "1900")]),
+        ("50", 0, "0", [("50", "0")]),
+    ],
+)
+def test_a_tax_included_amount_is_split_exactly_at_the_currency_rounding(amount, places, rate, lines):
+    """Each line's tax is exactly its net times the rate at the currency's rounding (the country rules
+    allow no slack), and the lines add up to the amount asked, never more."""
+    from koywe_provider.models.notes import _quantizer, _split_gross
+
+    q, unit = _quantizer(places)
+    parts = _split_gross(Decimal(amount), [Decimal(rate)], q, unit)
+    assert [(str(net), str(taxes[0])) for net, taxes in parts] == lines
+    assert sum(net + sum(taxes) for net, taxes in parts) == Decimal(amount)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -26,7 +26,6 @@ from koywe_sandbox.testing import free_port, wait_for
 from koywe_test_support import chile_factura, sample_document
 
 CONN = "koywe_void_test"
-TODAY = date.today()
 #: country -> (document type of the originals, credit note type, debit note type or None)
 COUNTRIES = {"CL": (2, 16, 17), "PE": (96, 98, 99), "CO": (82, 83, 84), "MX": (76, 77, None)}
 
@@ -68,7 +67,7 @@ def issue(env, documents: dict[str, dict]) -> dict[str, dict]:
 def void(env, references, action: str, *, key: str | None = None, **kwargs) -> list:
     """Plan and apply one request, as the DAG does; a new request key per call unless ``key`` is given."""
     env.runs += 1
-    request = VoidRequest.parse(references=references, action=action, issue_date=TODAY, **kwargs)
+    request = VoidRequest.parse(references=references, action=action, **kwargs)
     request_key = key or f"koywe_void_documents/run-{env.runs}"
     items = plan_voids(env.ledger, request, request_key=request_key, run_id=request_key)
     planned = [i.as_dict() for i in items]
@@ -81,7 +80,7 @@ def void(env, references, action: str, *, key: str | None = None, **kwargs) -> l
 
 def original(country: str, seed: int) -> dict:
     type_id = COUNTRIES[country][0]
-    return sample_document(country, document_type_id=type_id, issue_date=TODAY.isoformat(), seed=seed)
+    return sample_document(country, document_type_id=type_id, seed=seed)
 
 
 def sandbox_note(sandbox, reference: str) -> dict:
@@ -178,7 +177,7 @@ def test_what_no_country_allows_is_refused_before_any_call(env, clean_sandbox):
     for (reference, action, amount), message in cases.items():
         (item,) = plan_voids(
             env.ledger,
-            VoidRequest.parse(references=[reference], action=action, issue_date=TODAY, amount=amount),
+            VoidRequest.parse(references=[reference], action=action, amount=amount),
             request_key="k",
         )
         assert item.status == "refused" and message in item.message, (reference, action, item.message)
@@ -188,7 +187,7 @@ def test_what_no_country_allows_is_refused_before_any_call(env, clean_sandbox):
 
 def test_a_crash_between_the_post_and_its_record_leaves_one_note(env, clean_sandbox, monkeypatch):
     rows = issue(env, {"INV": chile_factura()})
-    request = VoidRequest.parse(references=["INV"], action="credit_note", issue_date=TODAY, amount="5000")
+    request = VoidRequest.parse(references=["INV"], action="credit_note", amount="5000")
     items = [i.as_dict() for i in plan_voids(env.ledger, request, request_key="void/run-1")]
 
     class Crash(BaseException):
@@ -376,6 +375,6 @@ def test_request_errors_name_the_field():
         ({"references": ["A"], "action": "credit_note", "issue_date": "tomorrow"}, "issue_date"),
     ):
         with pytest.raises(VoidRequestError, match=message):
-            VoidRequest.parse(**{"issue_date": TODAY, **kwargs})
+            VoidRequest.parse(**kwargs)
     parsed = VoidRequest.parse(references="A, B", action="credit_note", issue_date="2026-11-20", lines="1,2")
     assert parsed.references == ("A", "B") and len(parsed.lines) == 2

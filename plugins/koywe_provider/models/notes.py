@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -419,7 +419,7 @@ def _amount_lines(
 ) -> list[dict[str, Any]]:
     """Lines carrying ``amount`` (tax included): one per tax rate of ``details``, in proportion to their
     totals (``main_only``: one line at the rate with the largest total)."""
-    q, _ = _quantizer(places)
+    q, unit = _quantizer(places)
     groups: dict[tuple[tuple[int, Decimal], ...], list[Any]] = {}
     for line in details:
         key = _tax_key(line)
@@ -439,28 +439,61 @@ def _amount_lines(
         given += share
         if share <= 0:
             continue
-        rate = sum((pct for _, pct in key), Decimal(0)) / 100
-        net = q(share / (1 + rate))
-        taxes: list[dict[str, Any]] = []
-        left = share - net
-        for position, (tax_type_id, pct) in enumerate(key):
-            tax = left if position == len(key) - 1 else q(net * pct / 100)
-            left -= tax
-            taxes.append({"tax_type_id": tax_type_id, "tax_percentage": _num(pct), "tax_amount": _num(tax)})
-        lines.append(
-            {
-                "quantity": 1,
-                "line_description": description[:100],
-                "unit_measure": first.get("unit_measure") or "UN",
-                "unit_price": _num(net),
-                "modifier_amount": 0,
-                "modifier_percentage": 0,
-                "total_taxes": _num(share - net),
-                "total_amount_line": _num(share),
-                "taxes": taxes,
-            }
-        )
+        for part, (net, amounts) in enumerate(_split_gross(share, [pct for _, pct in key], q, unit)):
+            gross_part = net + sum(amounts, Decimal(0))
+            text = description if part == 0 else f"{description[:88]} (redondeo)"
+            lines.append(
+                {
+                    "quantity": 1,
+                    "line_description": text[:100],
+                    "unit_measure": first.get("unit_measure") or "UN",
+                    "unit_price": _num(net),
+                    "modifier_amount": 0,
+                    "modifier_percentage": 0,
+                    "total_taxes": _num(gross_part - net),
+                    "total_amount_line": _num(gross_part),
+                    "taxes": [
+                        {"tax_type_id": tax_type_id, "tax_percentage": _num(pct), "tax_amount": _num(tax)}
+                        for (tax_type_id, pct), tax in zip(key, amounts, strict=True)
+                    ],
+                }
+            )
     return lines
+
+
+def _split_gross(
+    gross: Decimal, percentages: Sequence[Decimal], q, unit: Decimal
+) -> list[tuple[Decimal, list[Decimal]]]:
+    """Lines ``[(net, [tax per percentage]), …]`` that add up to the tax-included ``gross`` exactly, each tax
+    exactly ``q(net × pct)`` as the country rules check it (``docs/COUNTRY_RULES.md``).
+
+    Not every gross has a one-line split (100.00 at 18 %: 84.75 + 15.26 = 100.01, 84.74 + 15.25 = 99.99);
+    then the largest one-line split below ``gross`` and a rounding line for the rest (0.01 at 18 % carries
+    0.00 of tax), so the note's total is what was asked, never more.
+
+    :raises NoteRefused: no such split (a gross of a single unit with a tax that rounds above zero).
+    """
+
+    def split(net: Decimal) -> tuple[Decimal, list[Decimal], Decimal]:
+        taxes = [q(net * pct / 100) for pct in percentages]
+        return net, taxes, net + sum(taxes, Decimal(0))
+
+    base = q(gross / (1 + sum(percentages, Decimal(0)) / 100))
+    candidates = [split(base + step * unit) for step in (0, -1, 1, -2, 2, -3, 3) if base + step * unit > 0]
+    for net, taxes, total in candidates:
+        if total == gross:
+            return [(net, taxes)]
+    below = [c for c in candidates if c[2] < gross]
+    if below:
+        net, taxes, total = max(below, key=lambda c: c[2])
+        for rest_net, rest_taxes, rest_total in (split(gross - total - k * unit) for k in range(3)):
+            if rest_net > 0 and rest_total == gross - total:
+                return [(net, taxes), (rest_net, rest_taxes)]
+    raise NoteRefused(
+        f"amount {gross} cannot be split into a net amount and its taxes at "
+        f"{' + '.join(str(p) for p in percentages)} % exactly",
+        field="amount",
+    )
 
 
 def _selected_lines(
@@ -552,6 +585,7 @@ def build_note(
     reason_code: Any = None,
     amount: Decimal | None = None,
     lines: Sequence[LineSelection] | None = None,
+    now: datetime | None = None,
 ) -> NoteDraft:
     """The ``kind`` note of ``original`` (see the module docstring).
 
@@ -562,6 +596,8 @@ def build_note(
     :param reason_code: the country's reason code (default: :func:`default_reason_code`).
     :param amount: tax included, in the original's currency, with at most its places.
     :param lines: lines of the original to credit (credit notes only).
+    :param now: the moment the note's ``issue_date`` is judged at (the country's date limits), default the
+        system clock.
     :raises NoteRefused: the country has no such note for this document, or the request does not fit
         (amount and lines together, amount beyond what is left, a line that does not exist …).
     """
@@ -669,7 +705,7 @@ def build_note(
     if options:
         body["options"] = options
     try:
-        validate_document(body, reference=f"{original.reference} ({_kind_name(kind)})")
+        validate_document(body, reference=f"{original.reference} ({_kind_name(kind)})", now=now)
     except DocumentValidationError as err:
         raise NoteRefused(str(err)) from err
     return NoteDraft(

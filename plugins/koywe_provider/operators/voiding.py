@@ -44,7 +44,7 @@ class KoyweVoidPlanOperator(BaseOperator):
     :param amount: tax included, in the document's currency (notes; empty = the whole document).
     :param lines: 1-based line numbers, or ``[{"line": n, "quantity": q}]`` (credit notes).
     :param account_id: narrows the references to one Koywe account.
-    :param issue_date: the notes' issue date ``YYYY-MM-DD``.
+    :param issue_date: the notes' issue date ``YYYY-MM-DD`` (empty: today in each original's country).
     :param external_originals: originals issued elsewhere ``[{"reference", "account_id", "folio",
         "document"}]``, recorded first so that a note references their folio.
     XCom: one dict per document (:class:`~koywe_provider.services.voiding.VoidItem`). A request that
@@ -70,7 +70,7 @@ class KoyweVoidPlanOperator(BaseOperator):
         *,
         references: Any,
         action: str,
-        issue_date: Any,
+        issue_date: Any = None,
         reason: Any = None,
         reason_code: Any = None,
         amount: Any = None,

@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from koywe_provider import catalogue, country_rules
 from koywe_provider.hooks.koywe import KoyweHook
 from koywe_provider.ledger import DocumentState, Ledger, NoteExceedsRemainingError
 from koywe_provider.ledger.errors import InvalidTransitionError
@@ -48,10 +49,10 @@ class NoteRequest:
     """What a person asked for: a ``kind`` of note (``credit_note`` | ``debit_note``), its ``reason``
     (``references[].description``), an optional ``reason_code`` (default: the country's), an ``amount``
     (tax included) or ``lines`` (credit notes; neither = the whole document, or what is left of it),
-    and the note's ``issue_date``."""
+    and the note's ``issue_date`` (``None``: today in the original's country, by the ledger's clock)."""
 
     kind: str
-    issue_date: date
+    issue_date: date | None = None
     reason: str | None = None
     reason_code: str | None = None
     amount: Decimal | None = None
@@ -101,11 +102,14 @@ def record_note(
     if existing is not None:
         return _recorded(existing, None, None, created=False)
     position = ledger.credit_position(row["id"])
+    original = original_of(row)
+    now = ledger.clock()
     draft = build_note(
-        original_of(row),
+        original,
         request.kind,
         remaining=position.remaining,
-        issue_date=request.issue_date,
+        issue_date=request.issue_date or _country_today(original, now),
+        now=now,
         reason=request.reason,
         reason_code=request.reason_code,
         amount=request.amount,
@@ -120,6 +124,17 @@ def record_note(
     except InvalidTransitionError as err:
         raise NoteRefused(str(err)) from err
     return _recorded(note, draft.reason_code.code, draft.case, created=created)
+
+
+def _country_today(original: OriginalDocument, now: datetime) -> date:
+    """Today in the original's country at ``now`` (its document type's country; the UTC date is already
+    tomorrow in the Americas for a few hours each night, and a note dated then would be refused)."""
+    header = original.payload.get("header") or {}
+    try:
+        country_id = catalogue.document_type(header.get("document_type_id")).country_id
+    except (catalogue.UnknownCatalogueEntry, TypeError, ValueError):
+        return (now if now.tzinfo else now.replace(tzinfo=UTC)).astimezone(UTC).date()
+    return country_rules.local_today(country_id, now)
 
 
 def _recorded(

@@ -135,7 +135,7 @@ class VoidRequest:
 
     references: tuple[str, ...]
     action: str
-    issue_date: date
+    issue_date: date | None = None
     reason: str | None = None
     reason_code: str | None = None
     amount: Decimal | None = None
@@ -149,7 +149,7 @@ class VoidRequest:
         *,
         references: Any,
         action: Any,
-        issue_date: Any,
+        issue_date: Any = None,
         reason: Any = None,
         reason_code: Any = None,
         amount: Any = None,
@@ -173,7 +173,12 @@ class VoidRequest:
         except NoteRefused as err:
             raise VoidRequestError(str(err)) from None
         try:
-            day = issue_date if isinstance(issue_date, date) else date.fromisoformat(str(issue_date)[:10])
+            if issue_date in (None, "", "None"):
+                day = None  # today in each original's country (services.notes)
+            elif isinstance(issue_date, date):
+                day = issue_date
+            else:
+                day = date.fromisoformat(str(issue_date)[:10])
         except ValueError:
             raise VoidRequestError(f"issue_date must be YYYY-MM-DD, got {issue_date!r}") from None
         text = str(reason).strip() if reason not in (None, "") else None
