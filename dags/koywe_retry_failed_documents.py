@@ -33,7 +33,9 @@ lease expired (a task that crashed mid-batch):
    looked up by `reference_code=5` + its reference — found: adopted as `issued`, no POST; several
    found: **duplicate alarm** (row `dead`, a person decides); not found: POSTed again. Backoff per
    document 1, 2, 4 … min (6 h cap); after 10 POSTs a still failing row is `dead`;
-4. **report**: retried, adopted, dead and duplicate-alarm counts, and every dead row with its last error.
+4. **report**: retried, adopted, dead and duplicate-alarm counts, and every dead row with its last error;
+5. **check_run** fails the run on dead rows, duplicate alarms and rows *stuck* (unchanged for more than
+   `[koywe] stuck_after_minutes`, default 720), and writes the counts into the run's note.
 
 **Manual trigger** (Params): `references` — only these internal references, due or not;
 `requeue_rejected` — first put `rejected` and `dead` rows (of those references, or all) back to
@@ -98,5 +100,7 @@ atomically, so no document is sent twice.
     publish = KoyweIssuedEventOperator(
         task_id="publish", summary=report.output, outlets=[KOYWE_ISSUED_DOCUMENTS]
     )
-    check_run = KoyweRunCheckOperator(task_id="check_run", summary=report.output, trigger_rule="all_done")
+    check_run = KoyweRunCheckOperator(
+        task_id="check_run", summary=report.output, fail_on_stuck=True, trigger_rule="all_done"
+    )
     authenticate >> plan >> issue >> report >> publish >> check_run
