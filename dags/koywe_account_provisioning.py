@@ -7,6 +7,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param
 
+from koywe_provider.notifications import KoyweAlertNotifier
 from koywe_provider.operators.accounts import (
     KoyweAccountReportOperator,
     KoyweConfirmAccountOperator,
@@ -69,6 +70,7 @@ requests (format in `koywe_provider.services.provisioning`).
     max_active_runs=1,
     tags=["koywe", "accounts", "onboarding"],
     default_args=koywe_default_args(retry_delay=timedelta(minutes=1)),
+    on_failure_callback=KoyweAlertNotifier(),
     params={
         "mode": Param(
             "form",

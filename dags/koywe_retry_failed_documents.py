@@ -7,6 +7,7 @@ import os
 from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from koywe_provider.assets import KOYWE_ISSUED_DOCUMENTS
+from koywe_provider.notifications import KoyweAlertNotifier
 from koywe_provider.operators.koywe import (
     KoyweAuthOperator,
     KoyweIssuanceReportOperator,
@@ -58,6 +59,7 @@ atomically, so no document is sent twice.
     render_template_as_native_obj=True,
     tags=["koywe", "invoicing", "retries"],
     default_args=koywe_default_args(),
+    on_failure_callback=KoyweAlertNotifier(),
     params={
         "references": Param(
             [],

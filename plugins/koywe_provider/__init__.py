@@ -25,6 +25,7 @@ def get_provider_info() -> dict:
                 "tags": ["service"],
             }
         ],
+        "notifications": ["koywe_provider.notifications.KoyweAlertNotifier"],
         "connection-types": [
             {
                 "hook-class-name": "koywe_provider.hooks.koywe.KoyweHook",

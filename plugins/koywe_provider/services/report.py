@@ -176,6 +176,11 @@ def _cell(text: Any) -> str:
     return re.sub(r"\s+", " ", str(text)).replace("|", "\\|")[:500]
 
 
+def report_stem(run_id: str) -> str:
+    """The file name (without suffix) of ``run_id``'s report: ``run_id`` with ``[^A-Za-z0-9_.-]`` as ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(run_id))
+
+
 def write_report(report: dict[str, Any], directory) -> tuple[Any, Any]:
     """Write ``<directory>/<dag_id>/<run_id>.json`` and ``.md``; returns both paths.
 
@@ -183,7 +188,7 @@ def write_report(report: dict[str, Any], directory) -> tuple[Any, Any]:
     """
     folder = directory / report["dag_id"]
     folder.mkdir(parents=True, exist_ok=True)
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", report["run_id"])
+    stem = report_stem(report["run_id"])
     json_path = folder / f"{stem}.json"
     md_path = folder / f"{stem}.md"
     json_path.write_text(json.dumps(report, indent=2, default=str))
