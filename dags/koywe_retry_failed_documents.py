@@ -42,7 +42,7 @@ lease expired (a task that crashed mid-batch):
 `requeue_rejected` — first put `rejected` and `dead` rows (of those references, or all) back to
 `pending` after their payload was fixed (e.g.
 `UPDATE koywe_documents SET payload = '<fixed json>', payload_hash = NULL WHERE reference = 'R' AND
-state IN ('rejected', 'dead')`; `python -m koywe_provider.cli requeue --reference R` does the re-queue
+state IN ('rejected', 'dead')`; `airflow koywe requeue --reference R` does the re-queue
 from a shell, `… show --reference R` prints a row and its attempts); `dry_run` — log what would be
 retried, send nothing.
 

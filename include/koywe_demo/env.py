@@ -6,7 +6,7 @@ its public defaults, not secrets.
 
 The ledger is the SQLite file :func:`ledger_path` (``$AIRFLOW_HOME/koywe_ledger.db``) unless a caller
 names another database: the file ``KoyweLedgerHook`` falls back to when the connection ``koywe_ledger``
-is not defined, so ``make demo``, ``make up`` and ``python -m koywe_provider.cli`` run with the same
+is not defined, so ``make demo``, ``make up`` and ``airflow koywe`` run with the same
 ``AIRFLOW_HOME`` (see :func:`shell_exports`) all find one ledger.
 """
 
@@ -125,7 +125,7 @@ def airflow_env(
 
 
 def shell_exports(airflow_home: Path = DEFAULT_AIRFLOW_HOME) -> str:
-    """``export`` lines that make a shell's ``airflow …`` and ``python -m koywe_provider.cli …`` use the
+    """``export`` lines that make a shell's ``airflow …`` and ``airflow koywe …`` use the
     Airflow home, DAGs and ledger of ``make demo``/``make up`` (``eval "$(python -m koywe_demo env)"``)."""
     values = {
         "AIRFLOW_HOME": str(airflow_home),

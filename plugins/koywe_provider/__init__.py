@@ -26,6 +26,7 @@ def get_provider_info() -> dict:
             }
         ],
         "notifications": ["koywe_provider.notifications.KoyweAlertNotifier"],
+        "cli": ["koywe_provider.airflow_cli.get_cli_commands"],
         "connection-types": [
             {
                 "hook-class-name": "koywe_provider.hooks.koywe.KoyweHook",

@@ -35,6 +35,9 @@ STUCK_STATES: tuple[str, ...] = tuple(
         DocumentState.NOT_SENT,
     )
 )
+#: The columns :meth:`QueriesMixin.rows` returns: every column of ``koywe_documents`` but the payload and
+#: the raw inbox line.
+ROW_COLUMNS: tuple[str, ...] = tuple(c.name for c in DOCS.c if c.name not in ("payload", "raw_line"))
 _FINAL_VALIDATION = sorted(int(s) for s in TaxBureauValidationStatus.terminal_statuses())
 
 
@@ -296,8 +299,12 @@ class QueriesMixin(LedgerDatabase):
     ) -> list[dict[str, Any]]:
         """One page of documents in id order (keyset: ids above ``after_id``), without payloads or raw
         lines: every other column. Filters: ``states`` (any of), ``account_id``, ``run_id`` (ingested by)."""
-        cols = [c for c in DOCS.c if c.name not in ("payload", "raw_line")]
-        stmt = sa.select(*cols).where(DOCS.c.id > after_id).order_by(DOCS.c.id).limit(limit)
+        stmt = (
+            sa.select(*(DOCS.c[name] for name in ROW_COLUMNS))
+            .where(DOCS.c.id > after_id)
+            .order_by(DOCS.c.id)
+            .limit(limit)
+        )
         if states:
             stmt = stmt.where(DOCS.c.state.in_([str(s) for s in states]))
         if account_id is not None:
@@ -308,4 +315,4 @@ class QueriesMixin(LedgerDatabase):
             return [dict(r._mapping) for r in session.execute(stmt)]
 
 
-__all__ = ["FOLLOWED_STATES", "STUCK_STATES", "AwaitingDocuments", "QueriesMixin"]
+__all__ = ["FOLLOWED_STATES", "ROW_COLUMNS", "STUCK_STATES", "AwaitingDocuments", "QueriesMixin"]

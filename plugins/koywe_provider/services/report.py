@@ -307,7 +307,9 @@ def run_note(problems: list[str], counts: dict[str, int] | None, report: str | N
     else:
         head = "**Koywe: OK**"
     shown = [
-        f"{label} {int(counts.get(key) or 0)}" for key, label in NOTE_COUNTS if counts.get(key) or key == "issued"
+        f"{label} {int(counts.get(key) or 0)}"
+        for key, label in NOTE_COUNTS
+        if counts.get(key) or key == "issued"
     ]
     lines = [head[:600], "", " · ".join(shown) if counts else "no counts: no report was written"]
     if report:
