@@ -147,11 +147,15 @@ def airflow(
 
 
 def setup(env: dict[str, str], *, quiet: bool = True) -> None:
-    """Idempotent set-up: Airflow's metadata database, the pools of ``include/pools.json``, the ledger."""
+    """Idempotent set-up: Airflow's metadata database, the pools of ``include/pools.json``, the ledger, and
+    the sample onboarding secrets (:func:`koywe_demo.onboarding.write_sample_secrets`)."""
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     airflow(env, "db", "migrate", capture=quiet)
     airflow(env, "pools", "import", str(PROJECT_DIR / "include" / "pools.json"), capture=quiet)
     migrate_ledger(json.loads(env["AIRFLOW_CONN_KOYWE_LEDGER"])["extra"]["sqlalchemy_url"])
+    from koywe_demo.onboarding import secrets_dir, write_sample_secrets
+
+    write_sample_secrets(Path(env.get("KOYWE_SECRETS_DIR") or secrets_dir(Path(env["AIRFLOW_HOME"]))))
 
 
 def migrate_ledger(url: str) -> None:

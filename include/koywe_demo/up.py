@@ -343,6 +343,10 @@ def _banner(say, env: dict[str, str], url: str, sandbox) -> None:
     say(f"Sandbox: {sandbox.url} (stats: {sandbox.url}/_sandbox/stats)")
     say(f"Ledger: {default_ledger_url(Path(env['AIRFLOW_HOME']))} — from a shell:")
     say('  eval "$(.venv/bin/python -m koywe_demo env)"; .venv/bin/airflow koywe list --state dead')
+    say(
+        "Onboard a sample company: trigger koywe_account_provisioning with "
+        "include/samples/onboarding/form-chile.json (test certificates are in place)."
+    )
     if env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"].lower() in ("false", "0"):
         say("Cron schedules are off: runs start only when you trigger them (--schedules turns them on).")
     say("Ctrl+C stops everything.")
