@@ -71,7 +71,9 @@ Trigger by hand with `inbox` (folder, file or URL), `issue_date` (default: the r
     ingest = KoyweIngestInboxOperator(
         task_id="ingest",
         inbox="{{ params.inbox }}",
-        issue_date="{{ params.issue_date or ds }}",
+        # A run triggered without a logical date (the UI's default in Airflow 3) has no ``ds``: the day
+        # of ``run_after`` (when the run was asked for) then.
+        issue_date="{{ params.issue_date or (dag_run.logical_date or dag_run.run_after) | ds }}",
         base_dir=str(PROJECT_DIR),
     )
     authenticate = KoyweAuthOperator(
