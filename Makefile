@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test up setup lint bench lock clean
+.PHONY: demo test up setup lint bench lock clean browser-deps
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,21 @@ test: $(STAMP)  ## the whole test suite (PostgreSQL tests skip unless CI=true or
 
 up: $(STAMP)  ## Airflow's UI on http://127.0.0.1:8080 and the sandbox on 127.0.0.1:8099 until Ctrl+C (UP_ARGS="--api-port 8081 --schedules")
 	$(PY) -m koywe_demo up $(UP_ARGS)
+
+# The browser test (tests/ui/test_browser.py) drives Debian's chromium with playwright-core from npm;
+# nothing downloads a browser. Without them the test skips and says why (CI=true makes it fail).
+browser-deps:  ## the browser test's tools: Debian's chromium (installed when missing, as root) and `npm ci` in tests/browser
+	@if [ ! -x /usr/bin/chromium ] || ! command -v npm >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $$([ -x /usr/bin/chromium ] || echo chromium) $$(command -v npm >/dev/null 2>&1 || echo nodejs npm) >/dev/null; \
+	  else \
+	    echo "browser-deps: /usr/bin/chromium or npm is missing and this is not root: install Debian's chromium and npm, or the browser test skips"; \
+	  fi; \
+	fi
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd tests/browser && npm ci --no-audit --no-fund --loglevel=error; \
+	fi
 
 setup: $(STAMP)
 	$(PY) -m koywe_demo setup

@@ -36,7 +36,7 @@ lease expired (a task that crashed mid-batch):
    document 1, 2, 4 … min (6 h cap); after 10 POSTs a still failing row is `dead`;
 4. **report**: retried, adopted, dead and duplicate-alarm counts, and every dead row with its last error;
 5. **check_run** fails the run on dead rows, duplicate alarms and rows *stuck* (unchanged for more than
-   `[koywe] stuck_after_minutes`, default 720), and writes the counts into the run's note.
+   `[koywe] stuck_after_seconds`, default 6 h), and writes the counts into the run's note.
 
 **Manual trigger** (Params): `references` — only these internal references, due or not;
 `requeue_rejected` — first put `rejected` and `dead` rows (of those references, or all) back to

@@ -1,7 +1,8 @@
 """``python -m koywe_demo demo``: issue the sample inbox through ``airflow dags test`` against a fresh sandbox.
 
 Prints the ledger's failures, the report's path and, as its last line, one JSON object with the ledger's
-counts and the sandbox's. Starts from an empty ledger, like its fresh sandbox: the ledger of the Airflow
+counts, the sandbox's, and ``archived``: the documents and files of the legal archive and how many files
+read back with their recorded SHA-256. Starts from an empty ledger, like its fresh sandbox: the ledger of the Airflow
 home, ``<airflow home>/koywe_ledger.db``, the one ``make up`` uses afterwards (never while ``make up``
 runs on the same home).
 """
@@ -31,6 +32,25 @@ def demo_env(
         keep_user_settings=True,
         quiet_known_warnings=True,
     )
+
+
+def archive_check(ledger) -> dict[str, int]:
+    """The legal archive the run wrote: ``documents`` and ``files`` recorded in the ledger, and how many
+    files read back with the SHA-256 the ledger recorded (``checksums_ok``; local ``file://`` files)."""
+    import hashlib
+    from urllib.parse import unquote, urlparse
+
+    from koywe_provider.ledger.archive import archive_files
+
+    records = archive_files(ledger)
+    ok = 0
+    for record in records:
+        url = urlparse(record["path"])
+        path = Path(unquote(url.path)) if url.scheme in ("file", "") else None
+        if path is not None and path.is_file():
+            ok += hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
+    documents = len({r["koywe_document_id"] for r in records})
+    return {"documents": documents, "files": len(records), "checksums_ok": ok}
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -72,6 +92,7 @@ def run_demo(args: argparse.Namespace) -> int:
     counts = ledger_db.counts_by_state()
     for failure in ledger_db.failures():
         print(f"  {failure['state']:>9}  {failure['reference']}: {failure.get('last_error')}")
+    archived = archive_check(ledger_db)
     ledger_db.dispose()
     reports = sorted((home / "koywe_reports" / DAG_ID).glob("*.md"), key=lambda p: p.stat().st_mtime)
     if reports:
@@ -86,6 +107,7 @@ def run_demo(args: argparse.Namespace) -> int:
         "sandbox_auth_calls": stats["auth_calls"],
         "sandbox_documents_created": stats["documents_created"],
         "sandbox_duplicate_references": stats["duplicate_references"],
+        "archived": archived,
     }
     print(json.dumps(summary))
     return 0

@@ -341,6 +341,7 @@ def _banner(say, env: dict[str, str], url: str, sandbox) -> None:
     say("")
     say(f"Airflow is ready: {url} ({login})")
     say(f"Sandbox: {sandbox.url} (stats: {sandbox.url}/_sandbox/stats)")
+    say(f"The ledger in Airflow's UI: {url}/plugin/koywe")
     say(f"Ledger: {default_ledger_url(Path(env['AIRFLOW_HOME']))} — from a shell:")
     say('  eval "$(.venv/bin/python -m koywe_demo env)"; .venv/bin/airflow koywe list --state dead')
     say(

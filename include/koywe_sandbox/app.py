@@ -1,6 +1,9 @@
 """FastAPI application of the Koywe sandbox.
 
 ``/V1`` (alias ``/v1``) mimics the Koywe Billing API (auth, documents, webhook subscriptions, accounts).
+Credit and debit notes are validated against the original their ``references[]`` names
+(:func:`koywe_sandbox.documents.note_problem`: a 400 naming the field otherwise); ``DELETE
+/V1/documents/{id}`` deletes drafts only (400 for any other document, 404 for an unknown one).
 ``/_sandbox`` holds the admin endpoints: no auth, no faults, no rate limit, not counted in any ``/V1`` stat:
 
 - ``GET /_sandbox/stats``: counters (``state.STAT_KEYS``), among them ``max_requests_in_any_second``
@@ -11,6 +14,8 @@
 - ``GET /_sandbox/documents``: every stored document, by document_id. ``POST /_sandbox/documents`` (a
   ``POST /V1/documents`` body; ``?generate_stamp=1`` honoured; the Peru boleta date rule not applied):
   plant a document created out of band, answer 201 with it (:meth:`SandboxState.plant_document`).
+- ``DELETE /_sandbox/documents/{document_id}``: forget a document (gone from lists and ``GET``; for
+  reconciliation tests: a document the ledger holds and Koywe does not); 404 when unknown.
 - ``GET|POST /_sandbox/validation``: tax-bureau settings ``{"delay_seconds": s|null, "outcomes": {"3": p,
   "4": p, "5": p}, "reject_references": [ref, …], "cancel_pending_acceptance": bool}``
   (:meth:`SandboxState.set_validation`); the answer adds ``in_process``.
@@ -206,8 +211,11 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
     async def deliver(payload: dict[str, Any]) -> dict[str, int]:
         """POST one ``DOCUMENT.STATUSUPDATE`` to every subscriber of the document's account."""
         sent = failed = 0
+        subscribers = state.subscribers(payload["account_id"])
+        if not subscribers:  # no client at all: building one costs ~0.1 s on a busy machine
+            return {"sent": 0, "failed": 0}
         async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-            for sub in state.subscribers(payload["account_id"]):
+            for sub in subscribers:
                 try:
                     response = await client.post(
                         sub["callback_url"],
@@ -276,6 +284,8 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             docs.validate_document(body)
         except docs.ValidationError as exc:
             return error(400, str(exc))
+        if (problem := state.note_problem(body)) is not None:
+            return error(400, problem)
         if (no_id := state.roll_no_document_id()) is not None:
             return JSONResponse(no_id[1], status_code=no_id[0])
         document = state.create_document(body, _stamp(request))
@@ -308,6 +318,7 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
     async def get_document(document_id: str, request: Request) -> JSONResponse:
         if (denied := unauthorized(request)) is not None:
             return denied
+        state.stats["document_reads"] += 1
         document = state.documents.get(docs.as_int(document_id) or -1)
         return JSONResponse(document) if document else error(404, "Document not found")
 
@@ -326,6 +337,17 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             return error(400, "Cannot update a signed document")
         schedule_validation(document["document_id"])
         return JSONResponse(document)
+
+    @app.delete("/V1/documents/{document_id}")
+    async def delete_document(document_id: str, request: Request) -> JSONResponse:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        key = docs.as_int(document_id)
+        if key is None or key not in state.documents:
+            return error(404, "Document not found")
+        if state.delete_document(key) == "refused":
+            return error(400, "Only draft documents can be deleted")
+        return JSONResponse({"document_id": key, "deleted": True})
 
     @app.post("/V1/webhook_subscriptions")
     async def create_webhook_subscription(request: Request) -> JSONResponse:
@@ -435,6 +457,13 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
         document = state.plant_document(body, _stamp(request))
         schedule_validation(document["document_id"])
         return JSONResponse(document, status_code=201)
+
+    @app.delete("/_sandbox/documents/{document_id}")
+    async def forget_document(document_id: str) -> JSONResponse:
+        key = docs.as_int(document_id)
+        if key is None or state.forget_document(key) is None:
+            return error(404, "Document not found")
+        return JSONResponse({"forgotten": key})
 
     async def _document_event(document_id: str, change: Any) -> JSONResponse:
         """Apply ``change(id)`` (a state method returning a callback payload) and deliver the callback."""

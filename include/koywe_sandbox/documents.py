@@ -295,3 +295,171 @@ def list_item(document: dict[str, Any]) -> dict[str, Any]:
         item[key] = _text(value) if kind == "string" else (None if value is None else _number(value))
     item["references"] = list(document.get("references") or [])
     return item
+
+
+# --------------------------------------------------------------------------------------------------
+# Credit and debit notes, validated against their original
+# --------------------------------------------------------------------------------------------------
+
+#: Koywe note type -> (kind, the Koywe types of the documents it may modify). Chile: NC 61 / ND 56 modify
+#: facturas (33, 34, 46 compra), boletas (39, 41) and each other; export NC 112 / ND 111 modify the export
+#: factura 110 and each other. Peru: 07 / 08 modify a factura 01 or a boleta 03. Colombia: 91 / 92 modify a
+#: factura 01; the POS credit note modifies a POS document. Mexico: an egreso modifies an ingreso.
+NOTE_TYPES: dict[int, tuple[str, frozenset[int]]] = {
+    16: ("credit", frozenset({2, 32, 37, 41, 31, 17})),
+    17: ("debit", frozenset({2, 32, 37, 41, 31, 16})),
+    48: ("credit", frozenset({46, 47})),
+    47: ("debit", frozenset({46, 48})),
+    98: ("credit", frozenset({96, 97})),
+    99: ("debit", frozenset({96, 97})),
+    83: ("credit", frozenset({82})),
+    84: ("debit", frozenset({82})),
+    88: ("credit", frozenset({87})),
+    77: ("credit", frozenset({76})),
+}
+#: (country, kind) -> the reason codes (``references[].reference_code``) the sandbox accepts: Chile SII
+#: CodRef 1-3; Peru SUNAT catálogos 09 / 10; Colombia DIAN "concepto de corrección"; Mexico SAT
+#: c_TipoRelacion 01-07. Peru and Mexico codes compare as two digits ("01"), the others as integers.
+NOTE_REASON_CODES: dict[tuple[int, str], frozenset[str]] = {
+    (CHILE, "credit"): frozenset({"1", "2", "3"}),
+    (CHILE, "debit"): frozenset({"1", "2", "3"}),
+    (PERU, "credit"): frozenset(f"{n:02d}" for n in range(1, 14)),
+    (PERU, "debit"): frozenset({"01", "02", "03", "10", "11"}),
+    (COLOMBIA, "credit"): frozenset(str(n) for n in range(1, 7)),
+    (COLOMBIA, "debit"): frozenset(str(n) for n in range(1, 5)),
+    (MEXICO, "credit"): frozenset(f"{n:02d}" for n in range(1, 8)),
+}
+#: Tolerance when credit notes are added up against their original's total (amounts are exact decimals).
+NOTE_TOLERANCE = Decimal(0)
+
+
+def _reason_code(value: Any, country: int | None) -> str | None:
+    number = as_int(value)
+    if number is None:
+        return None
+    return f"{number:02d}" if country in (PERU, MEXICO) else str(number)
+
+
+def _compact(value: Any) -> str:
+    return "".join(ch for ch in str(value or "") if ch not in ".- ").upper()
+
+
+def document_references(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``references[]`` entries that name a tax document (they carry ``document_type_id``, or a
+    ``reference_document_id``), as opposed to the internal transaction id (code 5, no document type)."""
+    return [
+        r
+        for r in body.get("references") or []
+        if isinstance(r, dict)
+        and (r.get("document_type_id") not in (None, "") or r.get("reference_document_id") not in (None, ""))
+    ]
+
+
+def note_original(
+    reference: dict[str, Any], account_id: Any, documents: dict[int, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The stored document a note's reference names (by ``reference_document_id``, or by
+    ``document_type_id`` + ``reference_number`` = folio within the same account), or None."""
+    if reference.get("reference_document_id") not in (None, ""):
+        found = documents.get(as_int(reference["reference_document_id"]) or -1)
+        if found is not None and str(found["header"].get("account_id")) == str(account_id):
+            return found
+        return None
+    type_id, number = as_int(reference.get("document_type_id")), str(reference.get("reference_number"))
+    for document in documents.values():
+        header = document["header"]
+        if (
+            str(header.get("account_id")) == str(account_id)
+            and as_int(header.get("document_type_id")) == type_id
+            and str(header.get("document_number")) == number
+        ):
+            return document
+    return None
+
+
+def note_problem(body: dict[str, Any], documents: dict[int, dict[str, Any]]) -> str | None:
+    """Why a (validated) ``POST /documents`` body of a note type cannot be issued against its original, or
+    None (also for documents that are not notes). Koywe-style 400 messages naming the field.
+
+    A note must reference one tax document (``reference_document_id`` or ``reference_number`` = folio,
+    never both) of a type it may modify, with a reason code of its country. When the original is stored
+    here: of the same account, not a draft, not cancelled, same receiver and currency, a Peru note in the
+    original's series (F… for a factura, B… for a boleta), and the credit notes against it never add up to
+    more than its total. An original named by a folio the sandbox does not hold was issued elsewhere:
+    only the reference itself is checked.
+    """
+    header = body["header"]
+    type_id = as_int(header.get("document_type_id"))
+    if type_id not in NOTE_TYPES:
+        return None
+    kind, modifies = NOTE_TYPES[type_id]
+    country = DOCUMENT_TYPES[type_id][0]
+    references = document_references(body)
+    if not references:
+        return (
+            f"references: a {kind} note must reference the document it modifies (document_type_id with "
+            "reference_document_id or reference_number)"
+        )
+    reference = references[0]
+    by_id = reference.get("reference_document_id") not in (None, "")
+    by_number = reference.get("reference_number") not in (None, "")
+    if by_id and by_number:
+        return "references[].reference_document_id: use reference_number or reference_document_id, never both"
+    if not by_id and not by_number:
+        return "references[]: reference_document_id or reference_number is required"
+    code = _reason_code(reference.get("reference_code"), country)
+    if code not in NOTE_REASON_CODES.get((country, kind), frozenset()):
+        return f"references[].reference_code {reference.get('reference_code')!r} is not a {kind} note reason here"
+    referenced_type = as_int(reference.get("document_type_id"))
+    original = note_original(reference, header.get("account_id"), documents)
+    if by_id and original is None:
+        return f"references[].reference_document_id {reference['reference_document_id']} not found"
+    if original is None:
+        if referenced_type not in modifies:
+            return f"references[].document_type_id {reference.get('document_type_id')!r} cannot be modified by type {type_id}"
+        return None  # a folio issued elsewhere: nothing more to compare
+    original_header = original["header"]
+    original_type = as_int(original_header.get("document_type_id"))
+    if referenced_type is not None and referenced_type != original_type:
+        return f"references[].document_type_id {referenced_type} does not match the referenced document (type {original_type})"
+    if original_type not in modifies:
+        return f"references[]: a document of type {original_type} cannot be modified by type {type_id}"
+    status = as_int(original.get("document_status"))
+    if status == 0:
+        return "references[]: the referenced document is a draft; issue it first"
+    if status == 2:
+        return "references[]: the referenced document is cancelled"
+    if country == PERU:
+        series = str(header.get("document_sequence_code") or PERU_SERIES[type_id])[:1].upper()
+        wanted = str(original_header.get("document_number") or "")[:1].upper()
+        if series != wanted:
+            return (
+                f"header.document_sequence_code {header.get('document_sequence_code')!r}: a note of document "
+                f"{original_header.get('document_number')} takes a {wanted} series"
+            )
+    for field in ("receiver_tax_id_code",):
+        if (
+            header.get(field)
+            and original_header.get(field)
+            and _compact(header[field]) != _compact(original_header[field])
+        ):
+            return f"header.{field} differs from the referenced document's"
+    if as_int(header.get("currency_id")) != as_int(original_header.get("currency_id")):
+        return "header.currency_id differs from the referenced document's"
+    if kind == "credit":
+        total = _decimal(body["totals"].get("total_amount"), "totals.total_amount")
+        credited = Decimal(0)
+        for other in documents.values():
+            other_type = as_int(other["header"].get("document_type_id"))
+            if other_type not in NOTE_TYPES or NOTE_TYPES[other_type][0] != "credit":
+                continue
+            for ref in document_references(other)[:1]:
+                if note_original(ref, other["header"].get("account_id"), documents) is original:
+                    credited += _decimal(other["totals"].get("total_amount"), "totals.total_amount")
+        limit = _decimal(original["totals"].get("total_amount"), "totals.total_amount")
+        if credited + total > limit + NOTE_TOLERANCE:
+            return (
+                f"totals.total_amount {total}: credit notes would exceed the referenced document's total "
+                f"{limit} ({credited} credited already)"
+            )
+    return None

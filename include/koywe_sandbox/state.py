@@ -34,8 +34,11 @@ from .faults import SCENARIO_KEYS, FaultSettings, TokenBucket
 #: ``no_document_id_responses`` (2xx answers without ``document_id``; nothing created),
 #: ``result_status_2_documents`` (created with ``result.status`` 2; also in ``documents_created``),
 #: ``cancellations_completed`` (``POST /_sandbox/cancellations``), ``counterparty_updates``
-#: (``POST /_sandbox/counterparty``) and ``max_requests_in_any_second`` (largest number of ``/V1``
-#: arrivals, any endpoint or outcome, auth included, within a window ``[t, t + 1 s)`` of the sandbox clock).
+#: (``POST /_sandbox/counterparty``), ``max_requests_in_any_second`` (largest number of ``/V1``
+#: arrivals, any endpoint or outcome, auth included, within a window ``[t, t + 1 s)`` of the sandbox clock),
+#: ``document_reads`` (``GET /V1/documents/{id}``: one document each), ``notes_created`` (credit and debit
+#: notes created, also in ``documents_created``), ``notes_refused`` (notes refused against their original)
+#: and ``documents_deleted`` (drafts, ``DELETE /V1/documents/{id}``).
 STAT_KEYS = (
     "auth_calls",
     "documents_created",
@@ -61,6 +64,10 @@ STAT_KEYS = (
     "cancellations_completed",
     "counterparty_updates",
     "max_requests_in_any_second",
+    "document_reads",
+    "notes_created",
+    "notes_refused",
+    "documents_deleted",
 )
 #: Default mix of final validation outcomes (``taxbureau_validation_status``: probability).
 DEFAULT_VALIDATION_OUTCOMES = {"3": 1.0}
@@ -399,6 +406,7 @@ class SandboxState:
             self.stats["documents_planted"] += 1
             return document
         self.stats["documents_created"] += 1
+        self.stats["notes_created"] += type_id in docs.NOTE_TYPES
         self.stats["result_status_2_documents"] += not_sent
         for number in docs.reference_numbers(references):
             key = (account_key, number)
@@ -430,6 +438,14 @@ class SandboxState:
         """Documents matching the filters, ordered by document_id; counts a lookup or a list call."""
         self.stats["lookups" if "reference_number" in filters else "list_calls"] += 1
         return [d for _, d in sorted(self.documents.items()) if docs.matches(d, filters)]
+
+    def forget_document(self, document_id: int) -> dict[str, Any] | None:
+        """Drop a stored document as if Koywe had lost it (no validation or callback follows); returns
+        it, or None when unknown. Its references stay counted in ``duplicate_references``."""
+        self.validating.discard(document_id)
+        self.validation_due.pop(document_id, None)
+        self.forced_outcomes.pop(document_id, None)
+        return self.documents.pop(document_id, None)
 
     def update_status(self, document: dict[str, Any], target: int) -> str:
         """``PUT /documents/{id}`` with top-level ``document_status`` ``target``; returns what happened:
@@ -465,6 +481,26 @@ class SandboxState:
                 document["cancellation_status"] = "cancelled"
             return "applied"
         return "refused"
+
+    def note_problem(self, body: dict[str, Any]) -> str | None:
+        """Why a note cannot be created against its original (:func:`koywe_sandbox.documents.note_problem`),
+        counted in ``notes_refused``; None for a valid note or any other document."""
+        problem = docs.note_problem(body, self.documents)
+        if problem is not None:
+            self.stats["notes_refused"] += 1
+        return problem
+
+    def delete_document(self, document_id: int) -> str:
+        """``DELETE /documents/{id}``: ``"deleted"`` (a draft: gone from every listing, its id answers 404
+        from now on) or ``"refused"`` (Koywe deletes drafts only). Raises KeyError for an unknown id."""
+        document = self.documents[document_id]
+        if docs.as_int(document.get("document_status")) != 0:
+            return "refused"
+        del self.documents[document_id]
+        self.validating.discard(document_id)
+        self.validation_due.pop(document_id, None)
+        self.stats["documents_deleted"] += 1
+        return "deleted"
 
     def complete_cancellation(self, document_id: int, outcome: str) -> dict[str, Any]:
         """Finish a cancellation pending acceptance: ``"accepted"`` → ``document_status`` 2,

@@ -111,6 +111,11 @@ class SandboxProcess:
         ``documents_planted`` only. Returns the stored document (with ``document_id``)."""
         return self._admin("POST", "documents?generate_stamp=1" if stamp else "documents", body)
 
+    def forget_document(self, document_id: int | str) -> dict[str, Any]:
+        """``DELETE /_sandbox/documents/{id}``: Koywe loses the document (it disappears from lists and
+        ``GET``): a ledger row that holds it is then a document Koywe does not have."""
+        return self._admin("DELETE", f"documents/{document_id}")
+
     def complete_cancellation(self, document_id: int | str, outcome: str) -> dict[str, Any]:
         """``POST /_sandbox/cancellations/{id}`` with ``outcome`` ``"accepted"`` (``document_status`` 2,
         ``cancellation_status`` ``"cancelled"``) or ``"refused"`` (stays 1, ``"refused"``); the callback is

@@ -121,7 +121,7 @@ def create_app(
         from koywe_provider.ledger import DocumentFacts
         from koywe_provider.ledger.status_updates import apply_status_reports
 
-        counts = apply_status_reports(ledger(), [DocumentFacts.from_event(update)])
+        counts = apply_status_reports(ledger(), [DocumentFacts.from_event(update)], source="callback")
         emitted = False
         if counts.changed:
             emitted = emit(

@@ -45,6 +45,7 @@ __all__ = [
     "DOCUMENT_KINDS",
     "DOCUMENT_TYPES",
     "MEXICO",
+    "NOTE_TYPES",
     "PERU",
     "UNITED_STATES",
     "Country",
@@ -60,6 +61,7 @@ __all__ = [
     "currency_places",
     "document_type",
     "document_types_of",
+    "note_type",
 ]
 
 #: Koywe ``country_id`` values (Koywe docs "Create a new account", ``POST /accounts``).
@@ -497,3 +499,44 @@ def currency_places(currency_id: int | str | None, document_type_id: int | str |
         return DEFAULT_PLACES if entry is None else entry.decimals
     kind = _entry(DOCUMENT_TYPES, document_type_id)
     return 0 if kind is not None and kind.whole_units else DEFAULT_PLACES
+
+
+# --------------------------------------------------------------------------------------------------
+# Notes: which document type credits or debits which
+# --------------------------------------------------------------------------------------------------
+
+#: Original ``document_type_id`` → (its credit note's type, its debit note's type); ``None`` where the
+#: country has none (a Colombia POS document has no debit note; a Mexico CFDI has no debit note: another
+#: CFDI de ingreso charges more). Sources: Koywe's examples (Chile export notes 48/47 referencing a 46;
+#: Peru notes 98/99 referencing a 96 factura or a 97 boleta; Colombia 83/84 referencing an 82, 88 a POS
+#: 87) and API_NOTES' type table (Chile 16 NC / 17 ND; Mexico 77 egreso).
+NOTE_TYPES: Mapping[int, tuple[int | None, int | None]] = MappingProxyType(
+    {
+        2: (16, 17),
+        32: (16, 17),
+        37: (16, 17),
+        41: (16, 17),
+        46: (48, 47),
+        96: (98, 99),
+        97: (98, 99),
+        82: (83, 84),
+        87: (88, None),
+        76: (77, None),
+    }
+)
+
+
+def note_type(document_type_id: int | str, kind: str) -> DocumentType | None:
+    """The type of the ``kind`` (``"credit_note"`` | ``"debit_note"``) that modifies a document of
+    ``document_type_id`` (``2`` → 16 Chile NC; ``76``, ``"debit_note"`` → ``None``); ``None`` when the
+    country has no such note for it.
+
+    :raises UnknownCatalogueEntry: ``document_type_id`` is not a type the catalogue knows.
+    :raises ValueError: ``kind`` is neither ``credit_note`` nor ``debit_note``.
+    """
+    original = document_type(document_type_id)
+    if kind not in ("credit_note", "debit_note"):
+        raise ValueError(f"kind must be credit_note or debit_note, got {kind!r}")
+    pair = NOTE_TYPES.get(original.document_type_id, (None, None))
+    found = pair[0] if kind == "credit_note" else pair[1]
+    return None if found is None else DOCUMENT_TYPES[found]

@@ -40,6 +40,9 @@ SHOWN = (
     "lease_expires_at",
     "source",
     "line_no",
+    "original_pk",
+    "note_kind",
+    "cancellation_status",
 )
 
 
@@ -131,6 +134,8 @@ def show(ledger: Ledger, references: Sequence[str]) -> list[dict[str, Any]]:
     out = []
     for row in _rows(ledger, references):
         shown = {k: row.get(k) for k in SHOWN}
+        # Where the document stands after issuance: issued, credited in part (how much), voided.
+        shown["credit_position"] = ledger.credit_position(row["id"]).as_dict()
         shown["attempt_log"] = [
             {k: a[k] for k in ("attempted_at", "kind", "outcome", "http_status", "error")}
             for a in ledger.attempts_for(row["id"])

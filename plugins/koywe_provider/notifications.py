@@ -5,7 +5,7 @@
     DAG(..., on_failure_callback=KoyweAlertNotifier())
 
 Every DAG of this project has it, so an alert goes out when a run fails because of dead rows, duplicate
-or content-mismatch alarms, rows stuck past ``[koywe] stuck_after_minutes``, invalid documents above
+or content-mismatch alarms, rows stuck past ``[koywe] stuck_after_seconds``, invalid documents above
 ``[koywe] max_invalid_fraction`` (the ``check_run`` task's problems), reconciliation differences (the
 ``koywe_reconciliation`` DAG fails its run on them) or any failed task. The alert names the DAG, the run,
 the failed tasks, ``check_run``'s problems and counts (XCom ``run_check``) and the ledger's dead, alarmed
@@ -143,7 +143,7 @@ class KoyweAlertNotifier(BaseNotifier):
             ("Dead rows in the ledger (need a person)", "dead"),
             ("Duplicate alarms (several Koywe documents per reference)", "duplicate_alarms"),
             ("Content mismatch alarms (a Koywe document under our reference is not ours)", "mismatch_alarms"),
-            ("Stuck rows (unchanged past [koywe] stuck_after_minutes)", "stuck"),
+            ("Stuck rows (unchanged past [koywe] stuck_after_seconds)", "stuck"),
         ):
             fact = ledger.get(key)
             if fact and fact["count"]:
@@ -174,7 +174,7 @@ class KoyweAlertNotifier(BaseNotifier):
         from airflow.sdk import conf
 
         from koywe_provider.hooks.ledger import KoyweLedgerHook
-        from koywe_provider.services.report import DEFAULT_STUCK_AFTER_MINUTES, DUPLICATE_ALARM
+        from koywe_provider.services.report import DEFAULT_STUCK_AFTER_SECONDS, DUPLICATE_ALARM
 
         ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
         dead = [f for f in ledger.failures(limit=10**9) if f["state"] == "dead"]
@@ -190,8 +190,8 @@ class KoyweAlertNotifier(BaseNotifier):
                 ],
             }
 
-        minutes = conf.getfloat("koywe", "stuck_after_minutes", fallback=DEFAULT_STUCK_AFTER_MINUTES)
-        stuck_count, stuck_rows = ledger.stuck(idle_seconds=minutes * 60, limit=MAX_NAMED)
+        seconds = conf.getfloat("koywe", "stuck_after_seconds", fallback=DEFAULT_STUCK_AFTER_SECONDS)
+        stuck_count, stuck_rows = ledger.stuck(idle_seconds=seconds, limit=MAX_NAMED)
         stuck = named(stuck_rows)
         stuck["count"] = stuck_count
         return {
@@ -290,23 +290,21 @@ def _run_check(ti: Any) -> dict[str, Any] | None:
 
 
 def _from_report(dag_id: str, run_id: str) -> dict[str, Any] | None:
-    """``check_run``'s verdict recomputed from the run's report file in the default report folder
-    (``$AIRFLOW_HOME/koywe_reports``), when its XCom cannot be read."""
-    import os
-    from pathlib import Path
-
+    """``check_run``'s verdict recomputed from the run's report file in ``[koywe] reports_dir``, when its
+    XCom cannot be read."""
     from airflow.sdk import conf
 
+    from koywe_provider.services.ingestion import as_storage_path
     from koywe_provider.services.report import (
         DEFAULT_MAX_INVALID_FRACTION,
         report_stem,
+        reports_dir,
         run_counts,
         run_problems,
     )
 
-    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
-    path = home / "koywe_reports" / dag_id / f"{report_stem(run_id)}.json"
-    if not path.is_file():
+    path = as_storage_path(reports_dir()) / dag_id / f"{report_stem(run_id)}.json"
+    if not path.exists():
         return None
     counts = run_counts(json.loads(path.read_text()))
     threshold = conf.getfloat("koywe", "max_invalid_fraction", fallback=DEFAULT_MAX_INVALID_FRACTION)

@@ -120,6 +120,24 @@ def test_daily_issuance_shape(parsed):
     assert dag["tasks"]["issue"]["pool"] == "koywe_api"
 
 
+def test_reconciliation_shape(parsed):
+    dag = parsed["dags"]["koywe_reconciliation"]
+    assert dag["max_active_runs"] == 1
+    assert dag["timetable"] == "CronTriggerTimetable"
+    assert {"issue_date_from", "issue_date_to", "account_id", "adopt", "archive_missing"} <= set(dag["params"])
+    assert list(dag["tasks"]) == ["authenticate", "reconcile", "archive_missing", "publish", "check_run"]
+    assert dag["tasks"]["authenticate"]["pool"] == "koywe_auth"
+    assert dag["tasks"]["reconcile"]["pool"] == dag["tasks"]["archive_missing"]["pool"] == "koywe_api"
+
+
+def test_void_documents_shape(parsed):
+    dag = parsed["dags"]["koywe_void_documents"]
+    assert dag["timetable"] == "NullTimetable"  # manual only
+    assert {"references", "action", "reason", "amount", "lines", "reason_code"} <= set(dag["params"])
+    assert list(dag["tasks"]) == ["plan", "apply", "check_run"]
+    assert dag["tasks"]["apply"]["pool"] == "koywe_api"
+
+
 def test_every_koywe_dag_alerts_on_failure(parsed):
     """A failed run of any Koywe DAG (dead rows, alarms, stuck rows, reconciliation differences …) sends
     an alert: ``on_failure_callback=KoyweAlertNotifier()`` (``koywe_provider.notifications``)."""

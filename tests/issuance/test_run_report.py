@@ -57,7 +57,7 @@ def test_stuck_rows_fail_only_the_runs_that_ask():
     counts = {"documents": 0, "stuck": 3}
     assert run_problems({}, counts) == []
     assert run_problems({}, counts, fail_on_stuck=True) == [
-        "3 row(s) stuck (unchanged past [koywe] stuck_after_minutes)"
+        "3 row(s) stuck (unchanged past [koywe] stuck_after_seconds)"
     ]
 
 

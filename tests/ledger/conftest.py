@@ -25,6 +25,7 @@ PG_ADMIN_URL = os.environ.get(
     "KOYWE_LEDGER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 LEDGER_TABLES = (
+    "koywe_archive_files",
     "koywe_payload_history",
     "koywe_document_generations",
     "koywe_attempts",

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from koywe_provider.ledger import VERSION_TABLE, Base, Ledger
 from koywe_provider.ledger.models import include_name
 
-HEAD = "0003"  # newest revision in koywe_provider/ledger/migrations/versions
+HEAD = "0005_notes"  # newest revision in koywe_provider/ledger/migrations/versions
 
 
 def _tables(ledger: Ledger) -> set[str]:
@@ -252,6 +252,49 @@ def test_0003_downgrade_and_upgrade_again(ledger: Ledger, make_item) -> None:
     assert (row["state"], row["generation"], row["generation_sends"]) == ("issued", 1, 1)
     assert [g["outcome"] for g in ledger.generations_for(ns)] == ["issued"]
     assert [a["generation"] for a in ledger.attempts_for(ns)] == [1]
+
+
+# --- revision 0005: notes and cancellations ------------------------------------------------------
+def test_0005_downgrade_and_upgrade_again(ledger: Ledger, make_item) -> None:
+    from koywe_provider.ledger import DocumentFacts
+
+    ledger.ingest_many([make_item("INV", {"totals": {"total_amount": 100}}), make_item("DRAFT", {"d": 1})])
+    inv, draft = (ledger.get_by_reference("acc1", r)["id"] for r in ("INV", "DRAFT"))
+    for pk, status in ((inv, 1), (draft, 0)):
+        ledger.claim(pk, owner="w")
+        ledger.mark_sent(pk, owner="w", lease_seconds=60)
+        ledger.mark_issued(pk, owner="w", facts=DocumentFacts(str(700 + pk), "1", document_status=status))
+    note, _ = ledger.create_note(
+        inv, kind="credit_note", payload={"totals": {"total_amount": 40}}, request_key="k"
+    )
+    ledger.request_cancellation(inv)
+    ledger.mark_deleted(draft)
+    ledger.register_external(
+        account_id="acc1", reference="OLD", payload={"totals": {"total_amount": 9}}, folio="F-1"
+    )
+    inspector = sa.inspect(ledger.engine)
+    assert "ix_koywe_documents_original_pk" in {ix["name"] for ix in inspector.get_indexes("koywe_documents")}
+
+    _alembic(ledger, "downgrade", "0004_archive")
+    assert ledger.current_revision() == "0004_archive"
+    inspector = sa.inspect(ledger.engine)
+    columns = {c["name"] for c in inspector.get_columns("koywe_documents")}
+    assert not {"original_pk", "note_kind", "cancellation_status", "cancellation_requested_at"} & columns
+    assert "ix_koywe_documents_original_pk" not in {
+        ix["name"] for ix in inspector.get_indexes("koywe_documents")
+    }
+    with ledger.engine.connect() as conn:
+        states = dict(conn.execute(sa.text("SELECT reference, state FROM koywe_documents")).all())
+        errors = dict(conn.execute(sa.text("SELECT reference, last_error_class FROM koywe_documents")).all())
+    # 0004's code knows neither "deleted" nor "external": held for a person, never sent automatically
+    assert states == {"INV": "issued", "DRAFT": "dead", "OLD": "dead", "INV/NC-1": "pending"}
+    assert errors["DRAFT"] == errors["OLD"] == "downgraded"
+
+    ledger.migrate()
+    assert ledger.current_revision() == HEAD
+    row = ledger.get(note["id"])
+    assert (row["original_pk"], row["note_kind"], row["cancellation_status"]) == (None, None, None)
+    assert ledger.get(inv)["cancellation_status"] is None  # dropped with the column, nothing invented
 
 
 # --- migrate() under contention -----------------------------------------------------------------

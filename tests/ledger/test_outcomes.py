@@ -445,7 +445,7 @@ def test_record_attempt(ledger: Ledger, claimed: int) -> None:
     assert attempts[1]["duration_ms"] == 0 and attempts[1]["error"] == "Invalid token"
     assert ledger.get(claimed)["attempts"] == 0  # only mark_sent counts POSTs
     with pytest.raises(ValueError):
-        AttemptRecord("delete", "issued")
+        AttemptRecord("refund", "issued")
     with pytest.raises(ValueError):
         AttemptRecord("create", "maybe")
     with pytest.raises(DocumentNotFoundError):
@@ -629,6 +629,8 @@ def test_counts_and_failures(ledger: Ledger, seed: Callable[..., list[int]], mak
         "dead": 1,
         "draft": 1,
         "not_sent": 1,
+        "deleted": 0,
+        "external": 0,
     }
     assert ledger.counts_by_state(run_id="run-2")["invalid"] == 1
     assert sum(ledger.counts_by_state(run_id="run-2").values()) == 1

@@ -49,7 +49,7 @@ def alert_ledger(ledger, ingest, monkeypatch):
         "AIRFLOW_CONN_KOYWE_LEDGER",
         json.dumps({"conn_type": "sqlite", "extra": {"sqlalchemy_url": str(ledger.engine.url)}}),
     )
-    monkeypatch.setenv("AIRFLOW__KOYWE__STUCK_AFTER_MINUTES", "0")  # the pending row is stuck at once
+    monkeypatch.setenv("AIRFLOW__KOYWE__STUCK_AFTER_SECONDS", "0")  # the pending row is stuck at once
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/")
     return ledger
 
@@ -83,7 +83,7 @@ def test_the_alert_names_the_problems_counts_rows_and_run(alert_ledger):
     assert "Dead rows in the ledger (need a person): 2" in text
     assert "- DUP-1 (account 4201, dead, DuplicateAlarm)" in text
     assert "Duplicate alarms (several Koywe documents per reference): 1" in text
-    assert "Stuck rows (unchanged past [koywe] stuck_after_minutes): 1" in text
+    assert "Stuck rows (unchanged past [koywe] stuck_after_seconds): 1" in text
     assert "- OLD-1 (account 4201, pending)" in text
     assert "token=abc" not in text and "gave up" not in text  # error texts are never mailed
     assert "<pre" in alert.html and "&lt;" not in alert.text

@@ -59,6 +59,10 @@ def test_folio_sequences_per_account_and_type(api, make_doc):
     assert ids == list(range(1000, 1006))
 
 
+#: Note type -> (the type of the original it is created against, a reason code of its country).
+NOTE_OF = {98: (96, "01"), 99: (96, "02"), 83: (82, 2), 84: (82, 3), 77: (76, "01"), 16: (2, 1), 17: (2, 3)}
+
+
 @pytest.mark.parametrize(
     ("type_id", "bureau", "series", "statuses"),
     [
@@ -82,8 +86,25 @@ def test_folio_sequences_per_account_and_type(api, make_doc):
 )
 def test_taxbureau_codes_series_and_statuses(api, make_doc, type_id, bureau, series, statuses):
     body = make_doc(type_id=type_id, issue_date=date.today().isoformat())
-    first = api.post(f"{api.base}/documents", json=body).json()
-    second = api.post(f"{api.base}/documents", json=body).json()
+
+    def create() -> dict:
+        if type_id in NOTE_OF:  # a note is validated against the document it modifies: give it one
+            original_type, code = NOTE_OF[type_id]
+            original = api.post(f"{api.base}/documents", json=make_doc(type_id=original_type)).json()
+            body["references"] = [
+                {
+                    "document_type_id": original_type,
+                    "reference_document_id": original["document_id"],
+                    "reference_code": code,
+                    "description": "Anulacion",
+                }
+            ]
+        response = api.post(f"{api.base}/documents", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    first = create()
+    second = create()
     header = second["header"]
     assert header["document_type_taxbureau"] == bureau
     assert (header["taxbureau_sending_status"], header["taxbureau_validation_status"]) == statuses

@@ -1,6 +1,6 @@
 """SQLAlchemy models of the issuance ledger (tables ``koywe_documents``, ``koywe_attempts``,
-``koywe_ingest_conflicts``, ``koywe_document_generations``, ``koywe_payload_history``) and the
-enumerations their string columns hold.
+``koywe_ingest_conflicts``, ``koywe_document_generations``, ``koywe_payload_history``,
+``koywe_archive_files``) and the enumerations their string columns hold.
 
 Pure SQLAlchemy 2.x: nothing here imports Airflow or another part of ``koywe_provider``.
 Every datetime is timezone-aware UTC in Python; SQLite stores it as naive UTC text and
@@ -43,6 +43,11 @@ class DocumentState(StrEnum):
     #: bureau yet (``result.status == 2``): it exists, is never sent again under the same reference, and
     #: its statuses are followed until the bureau's answer makes it ``issued`` or ``rejected``.
     NOT_SENT = "not_sent"
+    #: A Chile draft deleted at Koywe (``DELETE /documents/{id}``): no document exists any more.
+    DELETED = "deleted"
+    #: A document issued elsewhere (not through this ledger), recorded so that a credit or debit note can
+    #: reference it by its folio; never sent.
+    EXTERNAL = "external"
 
 
 #: States a document can be claimed from. ``in_flight`` only counts once its lease has expired.
@@ -64,6 +69,7 @@ class AttemptKind(StrEnum):
     CREATE = "create"
     LOOKUP = "lookup"
     STATUS_UPDATE = "status_update"  # PUT /documents/{id} (issue a draft, cancel)
+    DELETE = "delete"  # DELETE /documents/{id} (a Chile draft)
 
 
 class AttemptOutcome(StrEnum):
@@ -83,6 +89,36 @@ class AttemptOutcome(StrEnum):
     CONTENT_MISMATCH = "content_mismatch"
     NOT_SENT = "not_sent"
     PENDING = "pending"  # a status change Koywe accepted but has not reached its target yet
+    DELETED = "deleted"  # a draft Koywe deleted (or had deleted already)
+
+
+class NoteKind(StrEnum):
+    """``koywe_documents.note_kind``: what a note row is to its original (``original_pk``)."""
+
+    CREDIT_NOTE = "credit_note"
+    DEBIT_NOTE = "debit_note"
+
+
+class CancellationStatus(StrEnum):
+    """``koywe_documents.cancellation_status``: a Mexico cancellation (``PUT`` ``document_status`` 2) as
+    Koywe reports it. ``requested`` (sent, no answer read yet) → ``pending_acceptance`` (Koywe took it;
+    the receiver has not accepted yet) → ``cancelled`` (``document_status`` 2) or ``refused`` (the
+    receiver refused; the invoice stands). ``cancelled`` and ``refused`` are final; a new request after a
+    refusal starts again at ``requested``."""
+
+    REQUESTED = "requested"
+    PENDING_ACCEPTANCE = "pending_acceptance"
+    CANCELLED = "cancelled"
+    REFUSED = "refused"
+
+    @classmethod
+    def open_statuses(cls) -> frozenset[CancellationStatus]:
+        return frozenset({cls.REQUESTED, cls.PENDING_ACCEPTANCE})
+
+    @property
+    def rank(self) -> int:
+        """Progress order for "forwards only" merges: requested 0 < pending 1 < refused 2 < cancelled 3."""
+        return {"requested": 0, "pending_acceptance": 1, "refused": 2, "cancelled": 3}[self.value]
 
 
 class GenerationOutcome(StrEnum):
@@ -94,6 +130,7 @@ class GenerationOutcome(StrEnum):
     DRAFT = "draft"
     REJECTED = "rejected"  # Koywe refused it (400 or result.status 1)
     TAXBUREAU_REJECTED = "taxbureau_rejected"  # validation 2/5 after Koywe issued it
+    DELETED = "deleted"  # a Chile draft deleted at Koywe
     SUPERSEDED = "superseded"  # a new generation started before Koywe said anything
 
 
@@ -200,6 +237,19 @@ class Document(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Last ``DOCUMENT.STATUSUPDATE`` callback about the current generation's document (news or not).
+    last_callback_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Last time polling (not a callback) brought status news about it: a callback that never came.
+    last_polled_news_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: When the legal archive last fetched its files from Koywe (``GET /documents/{id}``): fetched once.
+    archive_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: A credit or debit note: the ledger id of the document it modifies (no foreign key constraint:
+    #: SQLite could not drop a referencing column in place on downgrade), and :class:`NoteKind`.
+    original_pk: Mapped[int | None] = mapped_column(sa.Integer, nullable=True, index=True)
+    note_kind: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    #: :class:`CancellationStatus` of a Mexico cancellation, and when it was last asked for.
+    cancellation_status: Mapped[str | None] = mapped_column(sa.String(24), nullable=True)
+    cancellation_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Attempt(Base):
@@ -301,6 +351,46 @@ class PayloadHistory(Base):
     replaced_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     #: The generation the replaced payload belonged to.
     generation: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+
+
+class ArchiveFileKind(StrEnum):
+    """``koywe_archive_files.kind``: which ``electronic_document`` field the file came from."""
+
+    XML = "xml"  # document_xml
+    PDF = "pdf"  # document_pdf
+    STAMP = "stamp"  # stamp_img (when a stamp was asked for)
+    TRANSFER_COPY_PDF = "transfer_copy_pdf"  # document_transfer_copy_pdf (Chile's copia cedible)
+
+
+class ArchiveFile(Base):
+    """One file of the legal archive: an XML or PDF that Koywe returned for a document, written under
+    ``[koywe] archive_root`` (any ``ObjectStoragePath``), with where it is and its SHA-256."""
+
+    __tablename__ = "koywe_archive_files"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "koywe_document_id", "kind", name="uq_koywe_archive_files_koywe_document_id_kind"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    document_pk: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("koywe_documents.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    #: The row's generation whose Koywe document this file belongs to.
+    generation: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    koywe_document_id: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    #: :class:`ArchiveFileKind` value.
+    kind: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    #: Full ``ObjectStoragePath`` URL of the file (``file:///…``, ``s3://bucket/…``).
+    path: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    #: Hex SHA-256 of the file's bytes (the decoded base64).
+    sha256: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    #: ``create`` (the POST answer), ``lookup`` (a document adopted with its files), ``fetch``
+    #: (``GET /documents/{id}`` for a document that lacked them).
+    source: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    archived_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:

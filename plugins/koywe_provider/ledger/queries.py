@@ -15,12 +15,17 @@ import sqlalchemy as sa
 
 from koywe_provider.ledger._sql import ATTEMPTS, CONFLICTS, DOCS, GENERATIONS, PAYLOAD_HISTORY
 from koywe_provider.ledger.database import LedgerDatabase
-from koywe_provider.ledger.models import ISSUED_STATES, DocumentState
+from koywe_provider.ledger.models import ISSUED_STATES, CancellationStatus, DocumentState
 from koywe_provider.ledger.values import TAXBUREAU_REJECTED_CLASS
 from koywe_provider.models.statuses import TaxBureauValidationStatus
 
 #: States left out of :meth:`QueriesMixin.failures`: done (a Koywe document exists) or not tried yet.
-_FAILURE_EXCLUDED = (*sorted(s.value for s in ISSUED_STATES), DocumentState.PENDING.value)
+_FAILURE_EXCLUDED = (
+    *sorted(s.value for s in ISSUED_STATES),
+    DocumentState.PENDING.value,
+    DocumentState.DELETED.value,
+    DocumentState.EXTERNAL.value,
+)
 #: Ledger states whose Koywe statuses are followed until the tax bureau's validation is final.
 FOLLOWED_STATES: tuple[str, ...] = tuple(sorted(s.value for s in ISSUED_STATES))
 #: States a document should leave on its own (issuance, retries, tax-bureau follow-up): one that has not
@@ -69,7 +74,7 @@ class QueriesMixin(LedgerDatabase):
 
     def failures(self, *, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Documents that are neither done nor untried — in_flight, rejected, retryable, unknown,
-        invalid, dead (not issued/draft/not_sent/pending) — in id order, at most ``limit``: dicts with
+        invalid, dead (not issued/draft/not_sent/pending/deleted/external) — in id order, at most ``limit``: dicts with
         ``id, reference, account_id, state, last_error_class, last_error, error_field, source, line_no,
         attempts, generation``."""
         cols = (
@@ -207,8 +212,8 @@ class QueriesMixin(LedgerDatabase):
 
     def awaiting_taxbureau(self, *, limit: int = 100_000) -> AwaitingDocuments:
         """Rows in ``issued``/``draft``/``not_sent`` with a ``koywe_document_id`` and a validation status
-        that is not final (``NULL``, 0 or 1), at most ``limit``: what a polling pass must ask Koywe
-        about."""
+        that is not final (``NULL``, 0 or 1) or a Mexico cancellation still open (``requested``,
+        ``pending_acceptance``), at most ``limit``: what a polling pass must ask Koywe about."""
         stmt = (
             sa.select(DOCS.c.koywe_document_id, DOCS.c.payload)
             .where(
@@ -217,6 +222,9 @@ class QueriesMixin(LedgerDatabase):
                 sa.or_(
                     DOCS.c.taxbureau_validation_status.is_(None),
                     DOCS.c.taxbureau_validation_status.not_in(_FINAL_VALIDATION),
+                    DOCS.c.cancellation_status.in_(
+                        sorted(s.value for s in CancellationStatus.open_statuses())
+                    ),
                 ),
             )
             .order_by(DOCS.c.id)

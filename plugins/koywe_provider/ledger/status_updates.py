@@ -15,7 +15,9 @@ row whose Koywe document exists (``issued``, ``draft``, ``not_sent``):
   the bureau's comments in ``last_error`` (Koywe: fix it and issue it again, a new generation);
 - ``not_sent`` whose bureau received (sending 1) or accepted (validation 3/4) it → ``issued``;
 - ``draft`` whose ``document_status`` became 1 → ``issued``;
-- ``issued`` stays ``issued``; a cancellation (``document_status`` 2) is recorded.
+- ``issued`` stays ``issued``; a cancellation (``document_status`` 2) is recorded, and a Mexico
+  cancellation's progress (``cancellation_status``: requested → pending_acceptance → refused | cancelled)
+  moves forwards only (:func:`~koywe_provider.ledger.values.merge_cancellation`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sqlalchemy.orm import Session
 from koywe_provider.ledger._sql import ATTEMPTS, DOCS, GENERATIONS, chunks
 from koywe_provider.ledger.errors import DocumentNotFoundError
 from koywe_provider.ledger.generations import holder_of, upsert_record
-from koywe_provider.ledger.models import AttemptKind, DocumentState, GenerationOutcome
+from koywe_provider.ledger.models import AttemptKind, CancellationStatus, DocumentState, GenerationOutcome
 from koywe_provider.ledger.outcomes import AttemptRecord
 from koywe_provider.ledger.queries import FOLLOWED_STATES, AwaitingDocuments
 from koywe_provider.ledger.values import (
@@ -42,6 +44,7 @@ from koywe_provider.ledger.values import (
     generation_outcome,
     is_validation_accepted,
     is_validation_rejected,
+    merge_cancellation,
     merge_statuses,
     taxbureau_rejection_message,
 )
@@ -80,6 +83,9 @@ class ApplyCounts:
     drafts_issued: int = 0
     not_sent_issued: int = 0
     earlier_generations: int = 0
+    #: Mexico cancellations that became ``cancelled`` / ``refused`` in this call.
+    cancelled: int = 0
+    cancellation_refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -115,16 +121,48 @@ def state_values(state: str, merged: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+#: ``source`` of :func:`apply_status_reports` whose news a ``DOCUMENT.STATUSUPDATE`` callback should have
+#: brought first (stamped ``last_polled_news_at``: the reconciliation counts callbacks that never came).
+POLLING_SOURCES = frozenset({"polling", "sensor"})
+CALLBACK_SOURCE = "callback"
+
+
+def _source_stamps(source: str | None, changes: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """``last_callback_at`` for every callback (news or not), ``last_polled_news_at`` when polling
+    brought status news."""
+    if source == CALLBACK_SOURCE:
+        return {"last_callback_at": now}
+    if source in POLLING_SOURCES and any(name in changes for name in STATUS_COLUMNS):
+        return {"last_polled_news_at": now}
+    return {}
+
+
 def _apply_to_row(
-    session: Session, row: Any, facts: list[DocumentFacts], now: datetime, counts: ApplyCounts
+    session: Session,
+    row: Any,
+    facts: list[DocumentFacts],
+    now: datetime,
+    counts: ApplyCounts,
+    source: str | None = None,
 ) -> None:
     stored = {name: getattr(row, name) for name in _MERGED}
     changes = _fold(stored, facts)
     merged = {**stored, **changes}
     values = {**changes, **state_values(row.state, merged)}
+    cancellation = merge_cancellation(
+        row.cancellation_status, merged.get("document_status"), [f.cancellation_status for f in facts]
+    )
+    if cancellation is not None:
+        values["cancellation_status"] = cancellation
+        counts.cancelled += cancellation == CancellationStatus.CANCELLED
+        counts.cancellation_refused += cancellation == CancellationStatus.REFUSED
+    stamps = _source_stamps(source, changes, now)
     if not values:
         counts.unchanged += 1
+        if stamps:
+            session.execute(sa.update(DOCS).where(DOCS.c.id == row.id).values(**stamps))
         return
+    values.update(stamps)
     counts.changed += 1
     new_state = values.get("state", row.state)
     if new_state == DocumentState.REJECTED and row.state != DocumentState.REJECTED:
@@ -166,7 +204,11 @@ def _apply_to_record(session: Session, record: Any, facts: list[DocumentFacts], 
 
 
 def _apply(
-    session: Session, grouped: dict[str, list[DocumentFacts]], now: datetime, counts: ApplyCounts
+    session: Session,
+    grouped: dict[str, list[DocumentFacts]],
+    now: datetime,
+    counts: ApplyCounts,
+    source: str | None = None,
 ) -> None:
     for chunk in chunks(grouped, 500):
         rows = session.execute(
@@ -179,7 +221,7 @@ def _apply(
         for row in rows:
             found.add(row.koywe_document_id)
             counts.matched += 1
-            _apply_to_row(session, row, grouped[row.koywe_document_id], now, counts)
+            _apply_to_row(session, row, grouped[row.koywe_document_id], now, counts, source)
         rest = [koywe_id for koywe_id in chunk if koywe_id not in found]
         if rest:
             records = session.execute(
@@ -208,7 +250,9 @@ def _group(facts: Iterable[DocumentFacts], counts: ApplyCounts) -> dict[str, lis
     return grouped
 
 
-def apply_status_reports(ledger: Ledger, facts: Iterable[DocumentFacts]) -> ApplyCounts:
+def apply_status_reports(
+    ledger: Ledger, facts: Iterable[DocumentFacts], *, source: str | None = None
+) -> ApplyCounts:
     """Write ``facts`` into the rows (or earlier generations) holding the same ``koywe_document_id``,
     forwards only, idempotently (see the module docstring for the state moves).
 
@@ -218,13 +262,18 @@ def apply_status_reports(ledger: Ledger, facts: Iterable[DocumentFacts]) -> Appl
     document are merged in order. Reports for documents the ledger does not know (or without a
     document id) are counted in ``unmatched`` and otherwise ignored. Repeating a call changes nothing
     (``unchanged``).
+
+    ``source`` says where the news came from: ``"callback"`` stamps the rows' ``last_callback_at``
+    (news or not); ``"polling"``/``"sensor"`` stamp ``last_polled_news_at`` on rows whose statuses they
+    changed (news a callback should have brought: the reconciliation counts those no callback followed);
+    ``None`` or any other source stamps nothing.
     """
     counts = ApplyCounts()
     grouped = _group(facts, counts)
     now = ledger._now()
     for chunk in chunks(grouped, 500):
         with ledger._write.begin() as session:
-            _apply(session, {k: grouped[k] for k in chunk}, now, counts)
+            _apply(session, {k: grouped[k] for k in chunk}, now, counts, source)
     return counts
 
 
@@ -284,6 +333,8 @@ def taxbureau_rejections(ledger: Ledger, *, limit: int = 1000) -> list[dict[str,
 
 __all__ = [
     "ATTEMPT_KIND_STATUS",
+    "CALLBACK_SOURCE",
+    "POLLING_SOURCES",
     "FOLLOWED_STATES",
     "TAXBUREAU_REJECTED_CLASS",
     "ApplyCounts",

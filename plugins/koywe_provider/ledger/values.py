@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from koywe_provider.ledger.models import DocumentState, GenerationOutcome
+from koywe_provider.ledger.models import CancellationStatus, DocumentState, GenerationOutcome
 from koywe_provider.models.answers import DocumentAnswer, StatusUpdateEvent
 from koywe_provider.models.statuses import (
     DocumentStatus,
@@ -71,6 +71,8 @@ class DocumentFacts:
         warnings, 5 content rejected.
     :param result_status: ``result.status`` of a ``POST /documents`` answer: 0 OK, 1 error, 2 generated
         but not sent to the tax bureau.
+    :param cancellation_status: a Mexico cancellation's progress when Koywe states it
+        (``pending_acceptance``, ``cancelled``, ``refused``; :class:`~koywe_provider.ledger.models.CancellationStatus`).
 
     Integers may be given as enum members or numeric strings; they are stored as plain ``int``.
     """
@@ -84,6 +86,7 @@ class DocumentFacts:
     taxbureau_validation_comments: str | None = None
     result_status: int | None = None
     result_error_message: str | None = None
+    cancellation_status: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("koywe_document_id", "document_number"):
@@ -97,6 +100,11 @@ class DocumentFacts:
         ):
             number = as_int(getattr(self, name))
             object.__setattr__(self, name, None if number is None else int(number))
+        status = _text(self.cancellation_status)
+        known = {s.value for s in CancellationStatus}
+        object.__setattr__(
+            self, "cancellation_status", status.lower() if status and status.lower() in known else None
+        )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> DocumentFacts:
@@ -128,6 +136,7 @@ class DocumentFacts:
             taxbureau_validation_comments=document.taxbureau_validation_comments,
             result_status=number(document.result_status),
             result_error_message=document.result.error_message or None,
+            cancellation_status=document.cancellation_status,
         )
 
     @classmethod
@@ -235,6 +244,28 @@ def merge_statuses(stored: Mapping[str, Any], facts: DocumentFacts) -> dict[str,
     return values
 
 
+def merge_cancellation(
+    stored: str | None, document_status: int | None, reported: list[str | None]
+) -> str | None:
+    """The new ``cancellation_status`` of a row (``None``: no change), forwards only.
+
+    ``document_status`` 2 (the merged top-level status) means ``cancelled`` whatever was asked; each of
+    ``reported`` (what Koywe stated, in order) moves it up the :attr:`CancellationStatus.rank` order only:
+    ``requested`` → ``pending_acceptance`` → ``refused`` → ``cancelled``. A refusal ends the request it
+    answers (a new request starts again at ``requested``, :meth:`~koywe_provider.ledger.Ledger.request_cancellation`).
+    """
+    current = CancellationStatus(stored) if stored in {s.value for s in CancellationStatus} else None
+    if document_status == DocumentStatus.CANCELLED:
+        return None if current is CancellationStatus.CANCELLED else CancellationStatus.CANCELLED.value
+    for value in reported:
+        if value is None:
+            continue
+        status = CancellationStatus(value)
+        if current is None or status.rank > current.rank:
+            current = status
+    return None if current is None or current.value == stored else current.value
+
+
 def exists_state(merged: Mapping[str, Any]) -> DocumentState:
     """Ledger state of a row whose Koywe document exists, from its merged statuses.
 
@@ -294,6 +325,7 @@ __all__ = [
     "is_validation_accepted",
     "is_validation_final",
     "is_validation_rejected",
+    "merge_cancellation",
     "merge_statuses",
     "sending_rank",
     "taxbureau_rejection_message",

@@ -240,6 +240,17 @@ class DocumentAnswer(AnswerModel):
         return self.result.status
 
     @property
+    def cancellation_status(self) -> str | None:
+        """A Mexico cancellation's progress when the answer states it (``cancellation_status``:
+        ``pending_acceptance``, ``cancelled`` or ``refused``; not in Koywe's published schema, read when
+        present, as the project's sandbox sends it): the receiver may have to accept a cancellation before
+        ``document_status`` becomes 2. ``None`` when absent or not one of those values."""
+        value = (self.model_extra or {}).get("cancellation_status")
+        text = str(value).strip().lower() if value is not None else ""
+        text = {"canceled": "cancelled", "pending": "pending_acceptance"}.get(text, text)
+        return text if text in _CANCELLATION_STATUSES else None
+
+    @property
     def owner_account_id(self) -> str | None:
         """The account the document belongs to (``header.account_id``, else the top-level one)."""
         return self.header.account_id or self.account_id
@@ -285,6 +296,9 @@ class DocumentAnswer(AnswerModel):
             issue_date=self.header.issue_date,
         )
 
+
+#: Values of :attr:`DocumentAnswer.cancellation_status`.
+_CANCELLATION_STATUSES = frozenset({"pending_acceptance", "cancelled", "refused"})
 
 #: Objects only a full ``Document`` has; a body with none of them is a flat list item.
 _FULL_ONLY = ("header", "totals", "result", "electronic_document")

@@ -255,9 +255,9 @@ class KoyweAccountReportOperator(BaseOperator):
             validation=self.validation if isinstance(self.validation, dict) else None,
         )
         report["dag_id"] = context["ti"].dag_id
-        folder = self.report_dir or str(
-            Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "koywe_reports"
-        )
+        from koywe_provider.services.report import reports_dir
+
+        folder = self.report_dir or reports_dir()
         json_path = _write(report, as_storage_path(folder), render_account_report(report))
         self.log.info("Koywe account provisioning report (%s):\n%s", json_path, render_account_report(report))
         return {

@@ -188,7 +188,11 @@ class KoyweIssueDocumentsOperator(BaseOperator):
         ``batch["references"]`` are issued due or not.
     :param lease_seconds: claim lease; default ``[koywe] lease_seconds`` (900), see
         :class:`~koywe_provider.services.issuance.IssuancePolicy` for the other ``[koywe]`` settings.
-    XCom: the batch's outcome counts (``issued``, ``adopted``, ``rejected``, ``retryable``, ``unknown`` …).
+    XCom: the batch's outcome counts (``issued``, ``adopted``, ``rejected``, ``retryable``, ``unknown`` …)
+    and the legal archive's (``archived_documents``, ``archived_files``, ``archived_bytes``,
+    ``archived_without_files``, ``archived_failed``): with ``[koywe] archive_enabled`` (default true) the
+    XML and PDF of every document Koywe answers with are written under ``[koywe] archive_root`` once
+    the row is recorded, off the issuing threads (:mod:`koywe_provider.services.archive`).
     Raises :class:`~koywe_provider.exceptions.KoyweAuthError` when Koywe refuses the credentials.
     """
 
@@ -216,23 +220,39 @@ class KoyweIssueDocumentsOperator(BaseOperator):
         owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/try{ti.try_number}"
         states = tuple(self.batch.get("states") or self.states)
         references = self.batch.get("references") or None
+        from koywe_provider.services.archive import ArchiveSettings, ArchiveWriter, DocumentArchive
+
+        ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
+        policy = IssuancePolicy.from_config()
+        settings = ArchiveSettings.from_config()
+        writer = None
+        if settings.enabled:
+            writer = ArchiveWriter(
+                DocumentArchive(ledger, settings.root_path()),
+                threads=min(4, policy.max_in_flight),
+                queue_size=2 * policy.max_in_flight,
+            )
         issuer = Issuer(
             KoyweHook(self.koywe_conn_id),
-            KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger(),
+            ledger,
             owner=owner,
             run_id=context["run_id"],
             task=ti.task_id,
-            policy=IssuancePolicy.from_config(),
+            policy=policy,
             lease_seconds=self.lease_seconds,
+            on_recorded=writer.on_recorded if writer is not None else None,
         )
-        outcome = issuer.issue_range(
-            int(self.batch["first_id"]),
-            int(self.batch["last_id"]),
-            states=states,
-            references=references,
-            due_before=datetime(2999, 1, 1, tzinfo=UTC) if references else None,  # named: due or not
-        )
-        result = outcome.as_dict()
+        try:
+            outcome = issuer.issue_range(
+                int(self.batch["first_id"]),
+                int(self.batch["last_id"]),
+                states=states,
+                references=references,
+                due_before=datetime(2999, 1, 1, tzinfo=UTC) if references else None,  # named: due or not
+            )
+        finally:
+            archived = writer.close() if writer is not None else None
+        result = {**outcome.as_dict(), **(archived.as_xcom() if archived is not None else {})}
         self.log.info("Batch %s..%s: %s", self.batch["first_id"], self.batch["last_id"], result)
         return result
 
@@ -241,7 +261,7 @@ class KoyweIssuanceReportOperator(BaseOperator):
     """Write and log the run's report (run it with ``trigger_rule="all_done"``: it reports failures too).
 
     :param report_dir: folder (``ObjectStoragePath`` URL or local path) for ``<dag_id>/<run_id>.json|.md``;
-        default ``$AIRFLOW_HOME/koywe_reports``.
+        default ``[koywe] reports_dir``, else ``$AIRFLOW_HOME/koywe_reports`` (where the Koywe page reads).
     :param outcomes: the mapped issue tasks' XComs. :param ingest: the ingest task's XCom.
     XCom: ``{"states": {...}, "failures": n, "counts": {...}, "report": path}`` (``counts`` is
     :func:`~koywe_provider.services.report.run_counts`), read by :class:`KoyweIssuedEventOperator` and
@@ -268,15 +288,14 @@ class KoyweIssuanceReportOperator(BaseOperator):
         self.koywe_ledger_conn_id = koywe_ledger_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        import os
-
         from airflow.sdk import conf
 
         from koywe_provider.services.ingestion import as_storage_path
         from koywe_provider.services.report import (
-            DEFAULT_STUCK_AFTER_MINUTES,
+            DEFAULT_STUCK_AFTER_SECONDS,
             build_report,
             render_markdown,
+            reports_dir,
             run_counts,
             write_report,
         )
@@ -290,14 +309,11 @@ class KoyweIssuanceReportOperator(BaseOperator):
             # One read of the mapped XComs (iterating the lazy list would read them one by one until a miss).
             outcomes=list(self.outcomes[:]) if self.outcomes else [],
             dry_run=_to_bool(self.dry_run),
-            stuck_after_minutes=conf.getfloat(
-                "koywe", "stuck_after_minutes", fallback=DEFAULT_STUCK_AFTER_MINUTES
+            stuck_after_seconds=conf.getfloat(
+                "koywe", "stuck_after_seconds", fallback=DEFAULT_STUCK_AFTER_SECONDS
             ),
         )
-        folder = self.report_dir or str(
-            Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "koywe_reports"
-        )
-        json_path, _ = write_report(report, as_storage_path(folder))
+        json_path, _ = write_report(report, as_storage_path(self.report_dir or reports_dir()))
         self.log.info("Koywe issuance report (%s):\n%s", json_path, render_markdown(report))
         return {
             "states": report["states"],
@@ -344,7 +360,7 @@ class KoyweRunCheckOperator(BaseOperator):
     failed, when no report was written, when the run has ``dead`` rows or duplicate alarms, when more
     than ``max_invalid_fraction`` of its documents are invalid (``[koywe] max_invalid_fraction``, default
     1.0: invalid lines are recorded rejections listed in the report and do not fail the run), and with
-    ``fail_on_stuck`` when ledger rows are stuck (unchanged past ``[koywe] stuck_after_minutes``).
+    ``fail_on_stuck`` when ledger rows are stuck (unchanged past ``[koywe] stuck_after_seconds``).
 
     The run's note (the UI's run header) gets the verdict and the counts
     (:func:`~koywe_provider.services.report.run_note`) through Airflow's public REST API as the

@@ -119,7 +119,9 @@ class KoyweDocumentStatusSensor(BaseSensorOperator):
     def _finish(self, documents: list[dict[str, Any]]) -> dict[str, list[str]]:
         if self.koywe_ledger_conn_id:
             ledger = KoyweLedgerHook(self.koywe_ledger_conn_id).get_ledger()
-            counts = apply_status_reports(ledger, [DocumentFacts.from_mapping(d) for d in documents])
+            counts = apply_status_reports(
+                ledger, [DocumentFacts.from_mapping(d) for d in documents], source="sensor"
+            )
             self.log.info("Ledger updated from the tax bureau's answers: %s", counts.as_dict())
         rejected = [
             d

@@ -187,6 +187,10 @@ class Issuer:
     :param policy: lease, backoff and give-up settings (default: :class:`IssuancePolicy` defaults).
     :param lease_seconds, max_attempts: override the policy's values.
     :param sleep: injectable sleeper (tests).
+    :param on_recorded: called as ``on_recorded(doc, document, state, adopted=…)`` once a document Koywe
+        holds (created, or adopted after a lookup) is recorded in the ledger, e.g. to archive its
+        ``electronic_document`` (:class:`~koywe_provider.services.archive.ArchiveWriter`); its errors
+        are logged, never raised into issuance.
     """
 
     def __init__(
@@ -202,8 +206,10 @@ class Issuer:
         max_attempts: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        on_recorded: Callable[..., None] | None = None,
     ) -> None:
         policy = policy or IssuancePolicy()
+        self.on_recorded = on_recorded
         self.hook = hook
         self.ledger = ledger
         self.owner = owner
@@ -321,6 +327,7 @@ class Issuer:
             max_attempts=self.max_attempts,
             sleep=self.sleep,
             rng=random.Random(self.rng.random()),
+            on_recorded=self.on_recorded,
         )
 
     def issue_claimed(self, claimed: list[ClaimedDocument]) -> BatchOutcome:
@@ -467,6 +474,11 @@ class Issuer:
             self._held(doc, outcome, str(err), "DuplicateKoyweDocument")
             outcome.duplicate_alarms += 1
             return
+        if self.on_recorded is not None:
+            try:
+                self.on_recorded(doc, document, state, adopted=adopted)
+            except Exception:  # e.g. the archive: never undo or fail a recorded issuance
+                log.exception("Ledger row %s (%s): recorded, but its follow-up failed", doc.pk, doc.reference)
         if state is DocumentState.REJECTED:
             outcome.rejected += 1
         elif adopted:

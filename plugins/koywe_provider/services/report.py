@@ -50,7 +50,7 @@ def build_report(
     ingest: dict | None = None,
     outcomes: Iterable[dict[str, int] | None] = (),
     dry_run: bool = False,
-    stuck_after_minutes: float | None = None,
+    stuck_after_seconds: float | None = None,
 ) -> dict[str, Any]:
     """The report of one DAG run.
 
@@ -60,14 +60,14 @@ def build_report(
     tasks' outcomes (``retried``, ``adopted`` = found by lookup, ``dead``, ``duplicate_alarms`` …);
     ``dead`` lists every ``dead`` row of the whole ledger (they need a person) with reference and last
     error, and ``duplicate_alarms`` those of them that several Koywe documents carry. With
-    ``stuck_after_minutes``, ``stuck`` holds the whole ledger's rows that should still move but have not
-    changed for that long (``{"after_minutes", "count", "rows"}``, see ``Ledger.stuck``).
+    ``stuck_after_seconds``, ``stuck`` holds the whole ledger's rows that should still move but have not
+    changed for that long (``{"after_seconds", "count", "rows"}``, see ``Ledger.stuck``).
     """
     dead = [f for f in ledger.failures(limit=10**9) if f["state"] == "dead"][:MAX_LISTED]
     stuck = None
-    if stuck_after_minutes is not None:
-        count, rows = ledger.stuck(idle_seconds=stuck_after_minutes * 60, limit=MAX_LISTED)
-        stuck = {"after_minutes": stuck_after_minutes, "count": count, "rows": rows}
+    if stuck_after_seconds is not None:
+        count, rows = ledger.stuck(idle_seconds=stuck_after_seconds, limit=MAX_LISTED)
+        stuck = {"after_seconds": stuck_after_seconds, "count": count, "rows": rows}
     return {
         "dag_id": dag_id,
         "run_id": run_id,
@@ -94,7 +94,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {state} | {count} |" for state, count in report["states"].items() if count]
     lines += ["", "## This run's issuing tasks", "", "| outcome | count |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in report["batches"].items() if value]
-    outstanding = {k: v for k, v in report["ledger_states"].items() if v and k not in ("issued", "draft")}
+    done = ("issued", "draft", "deleted", "external")  # deleted drafts and originals issued elsewhere: done
+    outstanding = {k: v for k, v in report["ledger_states"].items() if v and k not in done}
     if outstanding:
         lines += ["", "## Whole ledger: not yet issued", ""]
         lines += [f"- {state}: {count}" for state, count in outstanding.items()]
@@ -124,7 +125,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"## Stuck rows in the ledger ({stuck['count']}): unchanged for more than "
-            f"{stuck['after_minutes']:g} minutes",
+            f"{stuck['after_seconds'] / 3600:g} h",
             "",
             "| reference | state | attempts | last change |",
             "|---|---|---|---|",
@@ -176,9 +177,46 @@ def _cell(text: Any) -> str:
     return re.sub(r"\s+", " ", str(text)).replace("|", "\\|")[:500]
 
 
+#: Folder of the reports when ``[koywe] reports_dir`` is not set: ``$AIRFLOW_HOME/koywe_reports``.
+REPORTS_FOLDER = "koywe_reports"
+
+
+def reports_dir() -> str:
+    """Where the report tasks write and the Koywe page reads the reports: ``[koywe] reports_dir`` (a local
+    path or an ``ObjectStoragePath`` URL such as ``s3://bucket/koywe-reports``), else
+    ``$AIRFLOW_HOME/koywe_reports``. Read when called (task run time, page request), never at import."""
+    import os
+    from pathlib import Path
+
+    from airflow.configuration import conf
+
+    configured = conf.get("koywe", "reports_dir", fallback=None)
+    if configured:
+        return configured
+    return str(Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / REPORTS_FOLDER)
+
+
 def report_stem(run_id: str) -> str:
-    """The file name (without suffix) of ``run_id``'s report: ``run_id`` with ``[^A-Za-z0-9_.-]`` as ``_``."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(run_id))
+    """The file name (without ``.json``/``.md``) of run ``run_id``'s report."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+
+
+def find_report(directory, run_id: str, *, dag_id: str | None = None) -> tuple[str, Any] | None:
+    """``(dag_id, Markdown path)`` of run ``run_id``'s report under ``directory`` (an
+    ``ObjectStoragePath``), looking in ``<directory>/<dag_id>/`` (every DAG's folder when ``dag_id`` is
+    not given); ``None`` when no such report exists."""
+    stem = report_stem(run_id)
+    if dag_id:
+        folders = [directory / dag_id]
+    elif directory.exists():
+        folders = sorted((p for p in directory.iterdir() if p.is_dir()), key=lambda p: p.name)
+    else:
+        folders = []
+    for folder in folders:
+        path = folder / f"{stem}.md"
+        if path.exists():
+            return folder.name, path
+    return None
 
 
 def write_report(report: dict[str, Any], directory) -> tuple[Any, Any]:
@@ -201,9 +239,9 @@ FAILED_TASK_STATES = ("failed", "upstream_failed")
 #: Default ``[koywe] max_invalid_fraction``: invalid lines are recorded rejections (listed in the report
 #: with file, line and field), so by default they never fail the run; dead rows and duplicate alarms do.
 DEFAULT_MAX_INVALID_FRACTION = 1.0
-#: Default ``[koywe] stuck_after_minutes``: longer than a row's whole retry schedule (about 8.5 h of
-#: backoff before it is ``dead``), so a row that is still retrying on schedule is never called stuck.
-DEFAULT_STUCK_AFTER_MINUTES = 720.0
+#: Default ``[koywe] stuck_after_seconds`` (6 h; the reconciliation's setting too): a row that keeps
+#: retrying changes at each attempt (backoff capped at 6 h), so it is not called stuck.
+DEFAULT_STUCK_AFTER_SECONDS = 6 * 3600.0
 
 
 def run_counts(report: dict[str, Any]) -> dict[str, int]:
@@ -263,7 +301,7 @@ def run_problems(
             f"is not ours"
         )
     if fail_on_stuck and counts.get("stuck"):
-        problems.append(f"{counts['stuck']} row(s) stuck (unchanged past [koywe] stuck_after_minutes)")
+        problems.append(f"{counts['stuck']} row(s) stuck (unchanged past [koywe] stuck_after_seconds)")
     documents, invalid = counts.get("documents", 0), counts.get("invalid", 0)
     if invalid and documents and invalid / documents > max_invalid_fraction:
         problems.append(

@@ -6,20 +6,35 @@ note). :func:`plan_status_change` checks the action against Koywe's current docu
 applied is a no-op; anything else raises :class:`DocumentStatusPreconditionError` with what to do
 instead, before any call. :class:`StatusChanger` resolves the document (Koywe id, or the ledger
 reference and its current generation), sends the ``PUT`` and records in the ledger the statuses KOYWE
-ANSWERED — never the requested target: a Mexico cancellation may wait for the receiver's acceptance,
-and the rest arrives by callback or polling.
+ANSWERED — never the requested target: a Mexico cancellation may wait for the receiver's acceptance
+(the row's ``cancellation_status``: ``requested`` before the ``PUT``, then ``pending_acceptance`` or
+``cancelled`` as Koywe answers, later ``cancelled`` or ``refused``), and the rest arrives by callback or
+polling.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from koywe_provider import catalogue
-from koywe_provider.exceptions import KoyweError, KoyweNotFoundError, KoyweRejectedError
+from koywe_provider.exceptions import (
+    KoyweError,
+    KoyweNotFoundError,
+    KoyweRateLimitedError,
+    KoyweRejectedError,
+    KoyweTransientError,
+)
 from koywe_provider.hooks.koywe import KoyweHook
-from koywe_provider.ledger import AttemptKind, AttemptOutcome, AttemptRecord, DocumentFacts, Ledger
+from koywe_provider.ledger import (
+    AttemptKind,
+    AttemptOutcome,
+    AttemptRecord,
+    CancellationStatus,
+    DocumentFacts,
+    Ledger,
+)
 from koywe_provider.ledger.status_updates import record_status_change
 from koywe_provider.models.answers import DocumentAnswer
 from koywe_provider.models.references import koywe_reference
@@ -202,12 +217,21 @@ class StatusChanger:
         if plan.already_applied:
             answer, outcome, http_status = document, AttemptOutcome.ALREADY_APPLIED, None
         else:
+            asked = action == "cancel" and row is not None
+            # Followed until Koywe says it is final; withdrawn when Koywe certainly did not act on it.
+            before = self.ledger.request_cancellation(row["id"]) if asked else None
             try:
                 answer = self.hook.update_document_status(plan.document_id, plan.target)
             except KoyweRejectedError as err:
+                if asked:
+                    self.ledger.withdraw_cancellation_request(row["id"], before)
                 self._record(
                     row, document, AttemptOutcome.REJECTED, err.status_code, started, f"{note or ''} {err}"
                 )
+                raise
+            except (KoyweTransientError, KoyweRateLimitedError):
+                if asked:
+                    self.ledger.withdraw_cancellation_request(row["id"], before)
                 raise
             http_status = 200
             reached = answer.document_status is not None and int(answer.document_status) == plan.target
@@ -216,7 +240,11 @@ class StatusChanger:
                 if reached
                 else AttemptOutcome.PENDING
             )
-        self._record(row, answer, outcome, http_status, started, note)
+        facts = DocumentFacts.from_answer(answer)
+        if action == "cancel" and outcome is AttemptOutcome.PENDING and facts.cancellation_status is None:
+            # Koywe took the request but the document is not cancelled yet: the receiver must accept it.
+            facts = replace(facts, cancellation_status=CancellationStatus.PENDING_ACCEPTANCE.value)
+        self._record(row, answer, outcome, http_status, started, note, facts=facts)
         return StatusChangeResult(
             document_id=plan.document_id,
             action=action,
@@ -225,13 +253,15 @@ class StatusChanger:
             ledger_id=None if row is None else row["id"],
         )
 
-    def _record(self, row, document: DocumentAnswer, outcome, http_status, started: float, note) -> None:
+    def _record(
+        self, row, document: DocumentAnswer, outcome, http_status, started: float, note, *, facts=None
+    ) -> None:
         if row is None:
             return
         record_status_change(
             self.ledger,
             row["id"],
-            DocumentFacts.from_answer(document),
+            facts if facts is not None else DocumentFacts.from_answer(document),
             AttemptRecord(
                 kind=AttemptKind.STATUS_UPDATE,
                 outcome=outcome,

@@ -36,12 +36,24 @@ class PollOutcome:
     rejected: int = 0
     drafts_issued: int = 0
     not_sent_issued: int = 0
+    #: Mexico cancellations that became final in this pass.
+    cancelled: int = 0
+    cancellation_refused: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def add(self, counts: ApplyCounts) -> None:
-        for name in ("changed", "unchanged", "accepted", "rejected", "drafts_issued", "not_sent_issued"):
+        for name in (
+            "changed",
+            "unchanged",
+            "accepted",
+            "rejected",
+            "drafts_issued",
+            "not_sent_issued",
+            "cancelled",
+            "cancellation_refused",
+        ):
             setattr(self, name, getattr(self, name) + getattr(counts, name, 0))
 
 
@@ -85,11 +97,11 @@ class TaxBureauPoller:
                 if document.document_id is not None:
                     batch.append(DocumentFacts.from_answer(document))
                 if len(batch) >= APPLY_CHUNK:
-                    outcome.add(apply_status_reports(self.ledger, batch))
+                    outcome.add(apply_status_reports(self.ledger, batch, source="polling"))
                     batch = []
         finally:
             if batch:
-                outcome.add(apply_status_reports(self.ledger, batch))
+                outcome.add(apply_status_reports(self.ledger, batch, source="polling"))
             outcome.list_calls = self.hook.calls - calls_before
         return outcome
 
