@@ -7,6 +7,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param
 
+from koywe_provider.notifications import KoyweAlertNotifier
 from koywe_provider.operators.accounts import (
     KoyweAccountReportOperator,
     KoyweConfirmAccountOperator,
@@ -18,6 +19,7 @@ from koywe_provider.retry_policies import koywe_default_args
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 COUNTRY_DISPLAY = {
+    "null": "Choose a country",
     "253": "Chile (CL-RUT)",
     "66": "Colombia (CO-NIT)",
     "80": "Mexico (MX-RFC)",
@@ -47,7 +49,7 @@ with DAG(
     description="Validate, create and confirm Koywe accounts for new companies (form or inbox batch)",
     doc_md="""
 ### Koywe account provisioning
-Onboards companies to Koywe (`POST /accounts`, seed 003), never twice:
+Onboards companies to Koywe (`POST /accounts`, Koywe's "Create a new account"), never twice:
 
 1. **validate** every request before any API call (tax id with python-stdnum, E.164 phone of the
    country, certificates / RUT PDF of the country, enums) and record it in the ledger table
@@ -62,6 +64,10 @@ Onboards companies to Koywe (`POST /accounts`, seed 003), never twice:
 Passwords and certificates never go in the form, the run conf, XComs or logs.
 **Batch**: mode `batch`, `inbox` = a folder (local path or URL) of `*.json`/`*.jsonl` provisioning
 requests (format in `koywe_provider.services.provisioning`).
+
+**Try it against the sandbox** (`make up`): paste `include/samples/onboarding/form-chile.json` (or
+`form-mexico.json`) into the form's JSON view. Its secret references name the test certificates and
+passwords that the set-up generated under the secrets folder (`samples/…`).
 """,
     schedule=None,
     start_date=datetime(2026, 1, 1),
@@ -69,6 +75,7 @@ requests (format in `koywe_provider.services.provisioning`).
     max_active_runs=1,
     tags=["koywe", "accounts", "onboarding"],
     default_args=koywe_default_args(retry_delay=timedelta(minutes=1)),
+    on_failure_callback=KoyweAlertNotifier(),
     params={
         "mode": Param(
             "form",
@@ -91,6 +98,7 @@ requests (format in `koywe_provider.services.provisioning`).
             enum=[None, 253, 66, 80, 83, 89, 88],
             values_display=COUNTRY_DISPLAY,
             title="Country",
+            description="Where the company issues its documents.",
             section="Company",
         ),
         "registration_legal_name_company": _text("Legal name", "Legal name of the company."),
@@ -98,8 +106,18 @@ requests (format in `koywe_provider.services.provisioning`).
             None,
             type=["null", "string"],
             enum=[None, "CL-RUT", "CO-NIT", "MX-RFC", "PE-RUC", "US-EIN", "US-SSN", "AR-CUIT"],
+            values_display={
+                "null": "Choose a tax id type",
+                "CL-RUT": "CL-RUT (Chile)",
+                "CO-NIT": "CO-NIT (Colombia)",
+                "MX-RFC": "MX-RFC (Mexico)",
+                "PE-RUC": "PE-RUC (Peru)",
+                "US-EIN": "US-EIN (United States, company)",
+                "US-SSN": "US-SSN (United States, person)",
+                "AR-CUIT": "AR-CUIT (Argentina)",
+            },
             title="Tax id type",
-            description="Must match the country.",
+            description="The company's tax id type; it must be one of its country's.",
             section="Company",
         ),
         "registration_tax_id_code": _text("Tax id", "e.g. 76086428-5 (Chile), 900123456-8 (Colombia)."),
@@ -120,7 +138,8 @@ requests (format in `koywe_provider.services.provisioning`).
             False,
             type="boolean",
             title="Terms of use accepted",
-            description="Koywe requires 1.",
+            description="Tick it once the company has accepted Koywe's terms of use: Koywe creates no "
+            "account without it.",
             section="Company",
         ),
         "secrets_conn_id": _text(
@@ -138,11 +157,13 @@ requests (format in `koywe_provider.services.provisioning`).
         "registration_form_rut_ref": _secret_ref("RUT form PDF (Colombia)", "DIAN RUT PDF file."),
         "company_logo_ref": _secret_ref("Company logo", "PNG file (optional)."),
         "account_config": Param(
-            {},
-            type="object",
-            title="Account config",
-            description='Optional, e.g. {"rounding_format": 0, "time_zone": "UTC-3"} (seed 003 table).',
-            section="Account config",
+            None,
+            type=["null", "object"],
+            title="Account settings",
+            description='Optional, e.g. {"rounding_format": 0, "time_zone": "UTC-3"}: rounding_format 0 '
+            "rounds net amounts, 1 gross amounts; time_zone is the company's UTC offset. Empty: Koywe's "
+            "defaults (0, UTC+0).",
+            section="Account settings",
         ),
     },
 ) as dag:

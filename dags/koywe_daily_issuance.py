@@ -8,6 +8,7 @@ from pathlib import Path
 from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from koywe_provider.assets import KOYWE_ISSUED_DOCUMENTS
+from koywe_provider.notifications import KoyweAlertNotifier
 from koywe_provider.operators.document_status import KoyweTaxBureauPollOperator
 from koywe_provider.operators.koywe import (
     KoyweAuthOperator,
@@ -52,6 +53,7 @@ and rates, dates, receiver) and exactly (sums in the currency's rounding); lines
     max_active_runs=1,
     tags=["koywe", "invoicing"],
     default_args=koywe_default_args(),
+    on_failure_callback=KoyweAlertNotifier(),
     params={
         "inbox": Param(
             "include/samples/inbox",

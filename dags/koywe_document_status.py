@@ -8,6 +8,7 @@ from datetime import datetime
 from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from koywe_provider.assets import KOYWE_DOCUMENT_STATUS
+from koywe_provider.notifications import KoyweAlertNotifier
 from koywe_provider.operators.document_status import (
     KoyweTaxBureauPollOperator,
     KoyweUpdateDocumentStatusOperator,
@@ -35,6 +36,7 @@ succeeds without a call. The ledger records the new status and the attempt (with
     catchup=False,
     tags=["koywe", "invoicing"],
     default_args=DEFAULT_ARGS,
+    on_failure_callback=KoyweAlertNotifier(),
     params={
         "document_id": Param(None, type=["null", "string"], title="Koywe document id"),
         "reference": Param(None, type=["null", "string"], title="Internal reference (reference_code 5)"),
@@ -72,5 +74,6 @@ document — and writes the statuses forwards only. Documents rejected by the ta
     max_active_runs=1,
     tags=["koywe", "invoicing"],
     default_args=DEFAULT_ARGS,
+    on_failure_callback=KoyweAlertNotifier(),
 ):
     KoyweTaxBureauPollOperator(task_id="poll_taxbureau", pool="koywe_api", outlets=[KOYWE_DOCUMENT_STATUS])

@@ -8,6 +8,7 @@ import os
 from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from koywe_provider.assets import KOYWE_RECONCILIATION
+from koywe_provider.notifications import KoyweAlertNotifier
 from koywe_provider.operators.koywe import KoyweAuthOperator
 from koywe_provider.operators.reconciliation import (
     KoyweArchiveMissingOperator,
@@ -47,6 +48,7 @@ Every day for the day before (by hand: any issue-date window, one account, `adop
     max_active_runs=1,
     tags=["koywe", "invoicing", "reconciliation"],
     default_args=koywe_default_args(),
+    on_failure_callback=KoyweAlertNotifier(),
     params={
         "issue_date_from": Param(
             None,

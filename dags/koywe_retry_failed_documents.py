@@ -7,6 +7,7 @@ import os
 from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from koywe_provider.assets import KOYWE_ISSUED_DOCUMENTS
+from koywe_provider.notifications import KoyweAlertNotifier
 from koywe_provider.operators.corrections import KoyweCorrectDocumentOperator
 from koywe_provider.operators.koywe import (
     KoyweAuthOperator,
@@ -34,7 +35,9 @@ lease expired (a task that crashed mid-batch):
    looked up by `reference_code=5` + its reference — found: adopted as `issued`, no POST; several
    found: **duplicate alarm** (row `dead`, a person decides); not found: POSTed again. Backoff per
    document 1, 2, 4 … min (6 h cap); after 10 POSTs a still failing row is `dead`;
-4. **report**: retried, adopted, dead and duplicate-alarm counts, and every dead row with its last error.
+4. **report**: retried, adopted, dead and duplicate-alarm counts, and every dead row with its last error;
+5. **check_run** fails the run on dead rows, duplicate alarms and rows *stuck* (unchanged for more than
+   `[koywe] stuck_after_seconds`, default 6 h), and writes the counts into the run's note.
 
 **Manual trigger** (Params): `references` — only these internal references, due or not;
 `requeue_rejected` — first put `rejected` and `dead` rows (of those references, or all) back to
@@ -43,7 +46,7 @@ the corrected `POST /documents` body replaces the payload of that `invalid`, `re
 `pending` row (validated exactly as an inbox line; a `rejected` row is re-issued under a new Koywe
 reference; the old payload's hash stays in the row's history), then it is issued in this run; a refused
 correction fails the run at once naming the field, and nothing changes (`fix_account_id` when several
-accounts use the reference). The same from a shell: `python -m koywe_provider.cli fix --reference R
+accounts use the reference). The same from a shell: `airflow koywe fix --reference R
 --file fixed.json`; `… show --reference R` prints a row and its attempts. `dry_run` — validate and log
 what would be retried, send and change nothing.
 
@@ -60,6 +63,7 @@ atomically, so no document is sent twice.
     render_template_as_native_obj=True,
     tags=["koywe", "invoicing", "retries"],
     default_args=koywe_default_args(),
+    on_failure_callback=KoyweAlertNotifier(),
     params={
         "references": Param(
             [],
@@ -128,5 +132,7 @@ atomically, so no document is sent twice.
     publish = KoyweIssuedEventOperator(
         task_id="publish", summary=report.output, outlets=[KOYWE_ISSUED_DOCUMENTS]
     )
-    check_run = KoyweRunCheckOperator(task_id="check_run", summary=report.output, trigger_rule="all_done")
+    check_run = KoyweRunCheckOperator(
+        task_id="check_run", summary=report.output, fail_on_stuck=True, trigger_rule="all_done"
+    )
     authenticate >> apply_fix >> plan >> issue >> report >> publish >> check_run

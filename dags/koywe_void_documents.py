@@ -7,6 +7,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
+from koywe_provider.notifications import KoyweAlertNotifier
 from koywe_provider.operators.voiding import (
     KoyweVoidApplyOperator,
     KoyweVoidCheckOperator,
@@ -48,6 +49,7 @@ Documents issued elsewhere can be credited by folio: list them in `external_orig
     catchup=False,
     tags=["koywe", "invoicing"],
     default_args=koywe_default_args(),
+    on_failure_callback=KoyweAlertNotifier(),
     render_template_as_native_obj=True,
     params={
         "references": Param(

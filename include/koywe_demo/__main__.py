@@ -7,7 +7,7 @@
 ``up``    the sandbox (127.0.0.1:8099) and Airflow's services (UI on http://127.0.0.1:8080) until Ctrl+C;
           see :mod:`koywe_demo.up`.
 ``setup`` the idempotent set-up alone (metadata database, pools, ledger migrations).
-``env``   ``export`` lines for a shell whose ``airflow …`` and ``python -m koywe_provider.cli …`` should
+``env``   ``export`` lines for a shell whose ``airflow …`` and ``airflow koywe …`` should
           see the Airflow home and the ledger of ``demo`` and ``up``: ``eval "$(python -m koywe_demo env)"``.
 
 ``demo`` and ``up`` share one Airflow home (``--airflow-home``, default ``./airflow_home``) and one ledger,

@@ -6,7 +6,7 @@ its public defaults, not secrets.
 
 The ledger is the SQLite file :func:`ledger_path` (``$AIRFLOW_HOME/koywe_ledger.db``) unless a caller
 names another database: the file ``KoyweLedgerHook`` falls back to when the connection ``koywe_ledger``
-is not defined, so ``make demo``, ``make up`` and ``python -m koywe_provider.cli`` run with the same
+is not defined, so ``make demo``, ``make up`` and ``airflow koywe`` run with the same
 ``AIRFLOW_HOME`` (see :func:`shell_exports`) all find one ledger.
 """
 
@@ -125,7 +125,7 @@ def airflow_env(
 
 
 def shell_exports(airflow_home: Path = DEFAULT_AIRFLOW_HOME) -> str:
-    """``export`` lines that make a shell's ``airflow …`` and ``python -m koywe_provider.cli …`` use the
+    """``export`` lines that make a shell's ``airflow …`` and ``airflow koywe …`` use the
     Airflow home, DAGs and ledger of ``make demo``/``make up`` (``eval "$(python -m koywe_demo env)"``)."""
     values = {
         "AIRFLOW_HOME": str(airflow_home),
@@ -147,11 +147,15 @@ def airflow(
 
 
 def setup(env: dict[str, str], *, quiet: bool = True) -> None:
-    """Idempotent set-up: Airflow's metadata database, the pools of ``include/pools.json``, the ledger."""
+    """Idempotent set-up: Airflow's metadata database, the pools of ``include/pools.json``, the ledger, and
+    the sample onboarding secrets (:func:`koywe_demo.onboarding.write_sample_secrets`)."""
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     airflow(env, "db", "migrate", capture=quiet)
     airflow(env, "pools", "import", str(PROJECT_DIR / "include" / "pools.json"), capture=quiet)
     migrate_ledger(json.loads(env["AIRFLOW_CONN_KOYWE_LEDGER"])["extra"]["sqlalchemy_url"])
+    from koywe_demo.onboarding import secrets_dir, write_sample_secrets
+
+    write_sample_secrets(Path(env.get("KOYWE_SECRETS_DIR") or secrets_dir(Path(env["AIRFLOW_HOME"]))))
 
 
 def migrate_ledger(url: str) -> None:

@@ -98,6 +98,57 @@ def jwt_secret(home: Path) -> str:
     return secret
 
 
+#: The simple auth manager's user ``make up`` creates for the run notes (role ``user``: may edit runs).
+NOTES_USER = "koywe_notes"
+
+
+def passwords_file(env: dict[str, str]) -> Path:
+    """The simple auth manager's passwords file of ``env``'s Airflow home."""
+    return Path(
+        env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+        or Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+    )
+
+
+def run_note_settings(env: dict[str, str]) -> dict[str, str]:
+    """Settings that let the DAGs' ``check_run`` write the run notes through the REST API of ``env``'s API
+    server: the user :data:`NOTES_USER` (role ``user``) next to ``admin`` in the simple auth manager, its
+    generated password in the passwords file (mode 0600, never printed), and the connection
+    ``koywe_airflow_api`` as that user. Empty when the user exported their own users, auth manager or
+    ``AIRFLOW_CONN_KOYWE_AIRFLOW_API``: then theirs are used as they are (README, "Run notes")."""
+    manager = env.get("AIRFLOW__CORE__AUTH_MANAGER", "")
+    if (
+        "AIRFLOW_CONN_KOYWE_AIRFLOW_API" in env
+        or "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS" in env
+        or (manager and not manager.endswith("SimpleAuthManager"))
+        or env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "").lower() == "true"
+    ):
+        return {}
+    path = passwords_file(env)
+    try:
+        passwords = json.loads(path.read_text())
+    except (OSError, ValueError):
+        passwords = {}
+    if not isinstance(passwords, dict):
+        passwords = {}
+    if not passwords.get(NOTES_USER):
+        passwords[NOTES_USER] = secrets.token_urlsafe(24)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(passwords) + "\n")
+    connection = {
+        "conn_type": "http",
+        "host": api_url(env),
+        "login": NOTES_USER,
+        "password": passwords[NOTES_USER],
+    }
+    return {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{NOTES_USER}:user",
+        "AIRFLOW_CONN_KOYWE_AIRFLOW_API": json.dumps(connection),
+    }
+
+
 def up_airflow_env(
     home: Path,
     *,
@@ -117,7 +168,9 @@ def up_airflow_env(
         keep_user_settings=True,
         quiet_known_warnings=True,
     )
-    return up_env(base, api_port=api_port, schedules=schedules)
+    env = up_env(base, api_port=api_port, schedules=schedules)
+    env.update(run_note_settings(env))
+    return env
 
 
 def api_url(env: dict[str, str]) -> str:
@@ -290,8 +343,10 @@ def _banner(say, env: dict[str, str], url: str, sandbox) -> None:
     say(f"Sandbox: {sandbox.url} (stats: {sandbox.url}/_sandbox/stats)")
     say(f"The ledger in Airflow's UI: {url}/plugin/koywe")
     say(f"Ledger: {default_ledger_url(Path(env['AIRFLOW_HOME']))} — from a shell:")
+    say('  eval "$(.venv/bin/python -m koywe_demo env)"; .venv/bin/airflow koywe list --state dead')
     say(
-        '  eval "$(.venv/bin/python -m koywe_demo env)"; .venv/bin/python -m koywe_provider.cli show --reference R'
+        "Onboard a sample company: trigger koywe_account_provisioning with "
+        "include/samples/onboarding/form-chile.json (test certificates are in place)."
     )
     if env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"].lower() in ("false", "0"):
         say("Cron schedules are off: runs start only when you trigger them (--schedules turns them on).")

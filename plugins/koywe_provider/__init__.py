@@ -25,6 +25,8 @@ def get_provider_info() -> dict:
                 "tags": ["service"],
             }
         ],
+        "notifications": ["koywe_provider.notifications.KoyweAlertNotifier"],
+        "cli": ["koywe_provider.airflow_cli.get_cli_commands"],
         "connection-types": [
             {
                 "hook-class-name": "koywe_provider.hooks.koywe.KoyweHook",

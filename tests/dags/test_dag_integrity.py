@@ -42,6 +42,15 @@ PARSE_SCRIPT = textwrap.dedent(
             "max_active_runs": dag.max_active_runs,
             "timetable": type(dag.timetable).__name__,
             "params": sorted(dag.params.keys()),
+            "on_failure": [
+                type(c).__name__
+                for c in (
+                    dag.on_failure_callback
+                    if isinstance(dag.on_failure_callback, list)
+                    else [dag.on_failure_callback]
+                )
+                if c is not None
+            ],
             "tasks": {
                 t.task_id: {"retries": t.retries, "pool": t.pool, "owner": t.owner}
                 for t in dag.tasks
@@ -127,3 +136,12 @@ def test_void_documents_shape(parsed):
     assert {"references", "action", "reason", "amount", "lines", "reason_code"} <= set(dag["params"])
     assert list(dag["tasks"]) == ["plan", "apply", "check_run"]
     assert dag["tasks"]["apply"]["pool"] == "koywe_api"
+
+
+def test_every_koywe_dag_alerts_on_failure(parsed):
+    """A failed run of any Koywe DAG (dead rows, alarms, stuck rows, reconciliation differences …) sends
+    an alert: ``on_failure_callback=KoyweAlertNotifier()`` (``koywe_provider.notifications``)."""
+    koywe = {dag_id: dag for dag_id, dag in parsed["dags"].items() if "koywe" in dag["tags"]}
+    assert len(koywe) >= 5
+    missing = sorted(dag_id for dag_id, dag in koywe.items() if "KoyweAlertNotifier" not in dag["on_failure"])
+    assert missing == [], "add on_failure_callback=KoyweAlertNotifier() to these DAGs"

@@ -30,6 +30,7 @@ pytestmark = [
 START_TIMEOUT_S = 420.0
 STOP_TIMEOUT_S = 20.0  # the --stop-timeout given to up
 EXIT_DEADLINE_S = STOP_TIMEOUT_S + 120.0
+RUN_TIMEOUT_S = 600.0
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,30 @@ def test_exported_airflow_settings_reach_every_service(running_up):
         config = api.get("/ui/config")
         config.raise_for_status()
         assert config.json()["test_connection"] == "Hidden"
+
+
+def test_a_triggered_run_gets_its_note_through_the_scheduler(running_up):
+    """The scheduler's LocalExecutor runs ``check_run``, which writes the counts into the run's note as
+    the ``koywe_notes`` user that ``up`` created (``koywe_demo.up.run_note_settings``)."""
+    inbox = Path(__file__).resolve().parents[2] / "include" / "samples" / "inbox"
+    with _api(running_up) as api:
+        api.patch("/api/v2/dags/koywe_daily_issuance", json={"is_paused": False}).raise_for_status()
+        created = api.post(
+            "/api/v2/dags/koywe_daily_issuance/dagRuns",
+            json={"logical_date": None, "conf": {"inbox": str(inbox), "dry_run": True}},
+        )
+        created.raise_for_status()
+        run_id = created.json()["dag_run_id"]
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while True:
+            run = api.get(f"/api/v2/dags/koywe_daily_issuance/dagRuns/{run_id}").json()
+            if run["state"] in ("success", "failed"):
+                break
+            assert time.monotonic() < deadline, f"run still {run['state']}\n{_tail(running_up['output'])}"
+            time.sleep(2)
+    assert run["state"] == "success", _tail(running_up["output"])
+    assert run["note"].startswith("**Koywe: done, with 6 invalid document(s)**"), run["note"]
+    assert "documents 54 · issued 0 · invalid 6" in run["note"], run["note"]
 
 
 def test_ctrl_c_stops_every_process_it_started(running_up):

@@ -51,3 +51,32 @@ def test_the_report_shows_every_generation_of_a_reissued_document(ledger, ingest
         "| PE-REP-1 | issued | 1 | PE-REP-1 |" in markdown
         and "| PE-REP-1 | issued | 2 | PE-REP-1~2 |" in markdown
     )
+
+
+def test_stuck_rows_fail_only_the_runs_that_ask():
+    counts = {"documents": 0, "stuck": 3}
+    assert run_problems({}, counts) == []
+    assert run_problems({}, counts, fail_on_stuck=True) == [
+        "3 row(s) stuck (unchanged past [koywe] stuck_after_seconds)"
+    ]
+
+
+def test_the_run_note_gives_the_verdict_the_counts_and_the_report():
+    from koywe_provider.hooks.airflow_api import MAX_NOTE_LENGTH, truncate_note
+    from koywe_provider.services.report import run_note
+
+    ok = run_note([], {"documents": 5, "issued": 5, "invalid": 0}, "/r/run.json")
+    assert ok.splitlines()[0] == "**Koywe: OK**"
+    assert "documents 5 · issued 5" in ok and "invalid" not in ok and "Report: `/r/run.json`" in ok
+    marked = run_note([], {"documents": 5, "issued": 3, "invalid": 1, "rejected": 1}, "/r/run.json")
+    assert (
+        marked.splitlines()[0]
+        == "**Koywe: done, with 1 invalid, 1 rejected document(s)** (listed in the report)"
+    )
+    assert "documents 5 · issued 3 · invalid 1 · rejected 1" in marked
+    failed = run_note(["2 dead row(s) need a person"], {"documents": 2, "issued": 0, "dead": 2}, None)
+    assert failed.splitlines()[0] == "**Koywe: run failed** — 2 dead row(s) need a person"
+    assert "issued 0 · dead 2" in failed and "Report" not in failed
+    assert "no report was written" in run_note(["no report was written"], None, None)
+    long = run_note(["x" * 5000], {"documents": 1}, "/r/" + "y" * 5000)
+    assert len(truncate_note(long)) <= MAX_NOTE_LENGTH

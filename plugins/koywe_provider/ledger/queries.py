@@ -6,7 +6,9 @@ returns plain dicts with aware UTC datetimes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +28,21 @@ _FAILURE_EXCLUDED = (
 )
 #: Ledger states whose Koywe statuses are followed until the tax bureau's validation is final.
 FOLLOWED_STATES: tuple[str, ...] = tuple(sorted(s.value for s in ISSUED_STATES))
+#: States a document should leave on its own (issuance, retries, tax-bureau follow-up): one that has not
+#: changed for long is *stuck* (:meth:`QueriesMixin.stuck`).
+STUCK_STATES: tuple[str, ...] = tuple(
+    s.value
+    for s in (
+        DocumentState.PENDING,
+        DocumentState.IN_FLIGHT,
+        DocumentState.RETRYABLE,
+        DocumentState.UNKNOWN,
+        DocumentState.NOT_SENT,
+    )
+)
+#: The columns :meth:`QueriesMixin.rows` returns: every column of ``koywe_documents`` but the payload and
+#: the raw inbox line.
+ROW_COLUMNS: tuple[str, ...] = tuple(c.name for c in DOCS.c if c.name not in ("payload", "raw_line"))
 _FINAL_VALIDATION = sorted(int(s) for s in TaxBureauValidationStatus.terminal_statuses())
 
 
@@ -253,5 +270,57 @@ class QueriesMixin(LedgerDatabase):
         with self._read() as session:
             return [dict(r._mapping) for r in session.execute(stmt)]
 
+    def stuck(self, *, idle_seconds: float, limit: int = 1000) -> tuple[int, list[dict[str, Any]]]:
+        """Rows that should still move (:data:`STUCK_STATES`) but have not changed for ``idle_seconds``
+        (``updated_at`` older than the ledger clock minus that), oldest change first: ``(how many, the
+        first limit rows as dicts with id, reference, account_id, state, attempts, last_error_class,
+        updated_at)``. A row that keeps retrying changes at each attempt; a stuck one does not."""
+        cutoff = self._now() - timedelta(seconds=idle_seconds)
+        where = (DOCS.c.state.in_(STUCK_STATES), DOCS.c.updated_at < cutoff)
+        cols = (
+            DOCS.c.id,
+            DOCS.c.reference,
+            DOCS.c.account_id,
+            DOCS.c.state,
+            DOCS.c.attempts,
+            DOCS.c.last_error_class,
+            DOCS.c.updated_at,
+        )
+        with self._read() as session:
+            count = int(session.execute(sa.select(sa.func.count()).select_from(DOCS).where(*where)).scalar())
+            rows = [
+                dict(r._mapping)
+                for r in session.execute(
+                    sa.select(*cols).where(*where).order_by(DOCS.c.updated_at, DOCS.c.id).limit(limit)
+                )
+            ]
+        return count, rows
 
-__all__ = ["FOLLOWED_STATES", "AwaitingDocuments", "QueriesMixin"]
+    def rows(
+        self,
+        *,
+        states: Sequence[str] = (),
+        account_id: str | None = None,
+        run_id: str | None = None,
+        after_id: int = 0,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """One page of documents in id order (keyset: ids above ``after_id``), without payloads or raw
+        lines: every other column. Filters: ``states`` (any of), ``account_id``, ``run_id`` (ingested by)."""
+        stmt = (
+            sa.select(*(DOCS.c[name] for name in ROW_COLUMNS))
+            .where(DOCS.c.id > after_id)
+            .order_by(DOCS.c.id)
+            .limit(limit)
+        )
+        if states:
+            stmt = stmt.where(DOCS.c.state.in_([str(s) for s in states]))
+        if account_id is not None:
+            stmt = stmt.where(DOCS.c.account_id == str(account_id))
+        if run_id is not None:
+            stmt = stmt.where(DOCS.c.run_id == run_id)
+        with self._read() as session:
+            return [dict(r._mapping) for r in session.execute(stmt)]
+
+
+__all__ = ["FOLLOWED_STATES", "ROW_COLUMNS", "STUCK_STATES", "AwaitingDocuments", "QueriesMixin"]

@@ -271,11 +271,11 @@ def _pydantic_errors(exc: ValidationError) -> list[tuple[str, str]]:
             if top in _FIX:
                 message += f"; {_FIX[top]}"
         elif kind == "extra_forbidden":
-            message = "is not a Koywe POST /accounts field; remove it (check the spelling against seed 003)"
+            message = 'is not a Koywe POST /accounts field; remove it (check the spelling against Koywe\'s API reference, "Create a new account")'
         elif top in _FIX and len(loc) == 1:
             message = _FIX[top]
         elif top == "account_config":
-            message = f"{err['msg']}; see the account_config table of seed 003 for the allowed values"
+            message = f'{err["msg"]}; see the account_config table of Koywe\'s API reference ("Create a new account") for the allowed values'
         else:
             message = err["msg"]
         errors.append((field, message))
@@ -480,7 +480,7 @@ NAME_FIELDS: dict[str, str] = {
 #: account with such a name and the tax bureau would get documents issued under it, so such a request
 #: is pointless: it is refused before any call, naming the field.
 PLACEHOLDER_NAMES: tuple[tuple[str, str], ...] = (
-    (r"string|str|text|varchar", "a type name, as in Koywe's API reference example (seed 003)"),
+    (r"string|str|text|varchar", "a type name, as in Koywe's API reference example"),
     (r"[a-z]+(?:_[a-z0-9]+)+", "a field name, as in Koywe's API reference example"),
     (
         r"(?:tests?|testing|prueba|pruebas)\d*(?: (?:tests?|testing|prueba|pruebas|\d+))*"

@@ -295,8 +295,11 @@ class KoyweIssuanceReportOperator(BaseOperator):
         self.koywe_ledger_conn_id = koywe_ledger_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk import conf
+
         from koywe_provider.services.ingestion import as_storage_path
         from koywe_provider.services.report import (
+            DEFAULT_STUCK_AFTER_SECONDS,
             build_report,
             render_markdown,
             reports_dir,
@@ -313,6 +316,9 @@ class KoyweIssuanceReportOperator(BaseOperator):
             # One read of the mapped XComs (iterating the lazy list would read them one by one until a miss).
             outcomes=list(self.outcomes[:]) if self.outcomes else [],
             dry_run=_to_bool(self.dry_run),
+            stuck_after_seconds=conf.getfloat(
+                "koywe", "stuck_after_seconds", fallback=DEFAULT_STUCK_AFTER_SECONDS
+            ),
         )
         json_path, _ = write_report(report, as_storage_path(self.report_dir or reports_dir()))
         self.log.info("Koywe issuance report (%s):\n%s", json_path, render_markdown(report))
@@ -354,32 +360,48 @@ class KoyweIssuedEventOperator(BaseOperator):
 
 
 class KoyweRunCheckOperator(BaseOperator):
-    """The run's last task (``trigger_rule="all_done"``): fail the run when its work failed.
+    """The run's last task (``trigger_rule="all_done"``): fail the run when its work failed, and put the
+    counts in the run's note.
 
     Fails (once, no retries, one line naming what failed and the report) when another task of the run
-    failed, when no report was written, when the run has ``dead`` rows or duplicate alarms, or when more
+    failed, when no report was written, when the run has ``dead`` rows or duplicate alarms, when more
     than ``max_invalid_fraction`` of its documents are invalid (``[koywe] max_invalid_fraction``, default
-    1.0: invalid lines are recorded rejections listed in the report and do not fail the run).
+    1.0: invalid lines are recorded rejections listed in the report and do not fail the run), and with
+    ``fail_on_stuck`` when ledger rows are stuck (unchanged past ``[koywe] stuck_after_seconds``).
 
-    A task cannot set its own run's note in Airflow 3.3 (the Task SDK has no call for it), so the counts
-    go to this task's log and XCom (key ``run_check``, and the return value when the run is OK):
-    ``{"ok", "problems", "counts", "report"}``.
+    The run's note (the UI's run header) gets the verdict and the counts
+    (:func:`~koywe_provider.services.report.run_note`) through Airflow's public REST API as the
+    connection ``airflow_api_conn_id`` (:class:`~koywe_provider.hooks.airflow_api.AirflowApiHook`): the
+    Task SDK has no call that sets a run's note (``docs/DESIGN.md``, "Run notes"). Without that
+    connection, or when the API server refuses, the task logs one line and goes on: the note never
+    decides the run's state. The counts are also in the log and XCom (key ``run_check``, and the return
+    value when the run is OK): ``{"ok", "problems", "counts", "report", "note"}``.
 
     :param summary: the report task's XCom.
     """
 
-    template_fields: Sequence[str] = ("summary",)
+    template_fields: Sequence[str] = ("summary", "airflow_api_conn_id")
 
-    def __init__(self, *, summary: Any = None, max_invalid_fraction: float | None = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        summary: Any = None,
+        max_invalid_fraction: float | None = None,
+        fail_on_stuck: bool = False,
+        airflow_api_conn_id: str = "koywe_airflow_api",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.summary = summary
         self.max_invalid_fraction = max_invalid_fraction
+        self.fail_on_stuck = fail_on_stuck
+        self.airflow_api_conn_id = airflow_api_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk import conf
         from airflow.sdk.exceptions import AirflowFailException
 
-        from koywe_provider.services.report import DEFAULT_MAX_INVALID_FRACTION, run_problems
+        from koywe_provider.services.report import DEFAULT_MAX_INVALID_FRACTION, run_note, run_problems
 
         ti = context["ti"]
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
@@ -389,10 +411,13 @@ class KoyweRunCheckOperator(BaseOperator):
             threshold = conf.getfloat("koywe", "max_invalid_fraction", fallback=DEFAULT_MAX_INVALID_FRACTION)
         summary = self.summary if isinstance(self.summary, dict) else None
         counts = summary.get("counts") if summary else None
-        problems = run_problems(states, counts, max_invalid_fraction=threshold)
+        problems = run_problems(
+            states, counts, max_invalid_fraction=threshold, fail_on_stuck=self.fail_on_stuck
+        )
         report = (summary or {}).get("report") or "none written"
         result = {"ok": not problems, "problems": problems, "counts": counts or {}, "report": report}
         self.log.info("Koywe run counts: %s", counts)
+        result["note"] = self._set_note(ti.dag_id, ti.run_id, run_note(problems, counts, report))
         ti.xcom_push(key="run_check", value=result)  # kept when the check fails, too
         if problems:
             message = f"Koywe run failed: {'; '.join(problems)} (report: {report})"
@@ -400,6 +425,26 @@ class KoyweRunCheckOperator(BaseOperator):
             raise AirflowFailException(message)
         self.log.info("Koywe run OK (report: %s)", report)
         return result
+
+    def _set_note(self, dag_id: str, run_id: str, note: str) -> bool:
+        """Set the run's note; ``True`` when done. Never raises: the note is not the run's verdict."""
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from koywe_provider.hooks.airflow_api import AirflowApiError, AirflowApiHook
+
+        try:
+            AirflowApiHook(self.airflow_api_conn_id).set_dag_run_note(dag_id, run_id, note)
+        except AirflowNotFoundException:
+            self.log.info(
+                'Run note not set: no connection %r to Airflow\'s REST API (README, "Run notes")',
+                self.airflow_api_conn_id,
+            )
+            return False
+        except (AirflowApiError, OSError) as err:  # requests' errors are OSErrors
+            self.log.warning("Run note not set: %s", err)
+            return False
+        self.log.info("Run note set: %s", note.splitlines()[0])
+        return True
 
 
 class KoyweReferenceLookupOperator(BaseOperator):

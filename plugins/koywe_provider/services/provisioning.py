@@ -93,7 +93,12 @@ def parse_request(obj: Any, *, source: str, default_id: str) -> ProvisioningRequ
     account = obj.get("account")
     errors: list[tuple[str, str]] = []
     if not isinstance(account, dict):
-        errors.append(("account", "is required: an object with the POST /accounts fields (seed 003)"))
+        errors.append(
+            (
+                "account",
+                'is required: an object with the POST /accounts fields (Koywe\'s "Create a new account")',
+            )
+        )
         account = {}
     account = json.loads(json.dumps(account))  # a private copy
     secrets = obj.get("secrets") or {}

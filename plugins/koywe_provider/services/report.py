@@ -50,6 +50,7 @@ def build_report(
     ingest: dict | None = None,
     outcomes: Iterable[dict[str, int] | None] = (),
     dry_run: bool = False,
+    stuck_after_seconds: float | None = None,
 ) -> dict[str, Any]:
     """The report of one DAG run.
 
@@ -58,9 +59,15 @@ def build_report(
     nor pending, with reference, state, error class, message, file and line. ``batches`` adds up the issue
     tasks' outcomes (``retried``, ``adopted`` = found by lookup, ``dead``, ``duplicate_alarms`` …);
     ``dead`` lists every ``dead`` row of the whole ledger (they need a person) with reference and last
-    error, and ``duplicate_alarms`` those of them that several Koywe documents carry.
+    error, and ``duplicate_alarms`` those of them that several Koywe documents carry. With
+    ``stuck_after_seconds``, ``stuck`` holds the whole ledger's rows that should still move but have not
+    changed for that long (``{"after_seconds", "count", "rows"}``, see ``Ledger.stuck``).
     """
     dead = [f for f in ledger.failures(limit=10**9) if f["state"] == "dead"][:MAX_LISTED]
+    stuck = None
+    if stuck_after_seconds is not None:
+        count, rows = ledger.stuck(idle_seconds=stuck_after_seconds, limit=MAX_LISTED)
+        stuck = {"after_seconds": stuck_after_seconds, "count": count, "rows": rows}
     return {
         "dag_id": dag_id,
         "run_id": run_id,
@@ -74,6 +81,7 @@ def build_report(
         "dead": dead,
         "duplicate_alarms": [f for f in dead if f.get("last_error_class") == DUPLICATE_ALARM],
         "reissued": ledger.reissued(run_id=run_id, limit=MAX_LISTED),
+        "stuck": stuck,
     }
 
 
@@ -112,6 +120,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         for d in dead:
             error = _cell(f"{d.get('last_error_class') or ''}: {d.get('last_error') or ''}".strip(": "))
             lines.append(f"| {_cell(d['reference'])} | {d.get('attempts', 0)} | {error} |")
+    stuck = report.get("stuck") or {}
+    if stuck.get("count"):
+        lines += [
+            "",
+            f"## Stuck rows in the ledger ({stuck['count']}): unchanged for more than "
+            f"{stuck['after_seconds'] / 3600:g} h",
+            "",
+            "| reference | state | attempts | last change |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {_cell(r['reference'])} | {r['state']} | {r.get('attempts', 0)} | {r.get('updated_at')} |"
+            for r in stuck.get("rows") or []
+        ]
     failures = report["failures"]
     lines += ["", f"## Failures ({len(failures)})", ""]
     if failures:
@@ -217,6 +239,9 @@ FAILED_TASK_STATES = ("failed", "upstream_failed")
 #: Default ``[koywe] max_invalid_fraction``: invalid lines are recorded rejections (listed in the report
 #: with file, line and field), so by default they never fail the run; dead rows and duplicate alarms do.
 DEFAULT_MAX_INVALID_FRACTION = 1.0
+#: Default ``[koywe] stuck_after_seconds`` (6 h; the reconciliation's setting too): a row that keeps
+#: retrying changes at each attempt (backoff capped at 6 h), so it is not called stuck.
+DEFAULT_STUCK_AFTER_SECONDS = 6 * 3600.0
 
 
 def run_counts(report: dict[str, Any]) -> dict[str, int]:
@@ -235,6 +260,7 @@ def run_counts(report: dict[str, Any]) -> dict[str, int]:
         "not_sent": int(states.get("not_sent", 0)),
         "reissued": len(report.get("reissued") or ()),
         "failures": len(report.get("failures") or ()),
+        "stuck": int((report.get("stuck") or {}).get("count") or 0),
     }
 
 
@@ -243,9 +269,11 @@ def run_problems(
     counts: dict[str, int] | None,
     *,
     max_invalid_fraction: float = DEFAULT_MAX_INVALID_FRACTION,
+    fail_on_stuck: bool = False,
 ) -> list[str]:
     """Why a run must fail (``[]`` = it did its work): failed tasks, no report, dead rows, duplicate
-    alarms, or more than ``max_invalid_fraction`` of the run's documents invalid.
+    alarms, more than ``max_invalid_fraction`` of the run's documents invalid, and with
+    ``fail_on_stuck`` stuck rows in the ledger (``counts["stuck"]``).
 
     :param task_states: ``{task_id or task_id_<map_index>: state}`` of the run's other tasks.
     :param counts: :func:`run_counts` of the run's report, ``None`` when no report was written.
@@ -272,9 +300,56 @@ def run_problems(
             f"{counts['mismatch_alarms']} content mismatch alarm(s): a Koywe document under our reference "
             f"is not ours"
         )
+    if fail_on_stuck and counts.get("stuck"):
+        problems.append(f"{counts['stuck']} row(s) stuck (unchanged past [koywe] stuck_after_seconds)")
     documents, invalid = counts.get("documents", 0), counts.get("invalid", 0)
     if invalid and documents and invalid / documents > max_invalid_fraction:
         problems.append(
             f"{invalid} of {documents} documents invalid (above [koywe] max_invalid_fraction={max_invalid_fraction})"
         )
     return problems
+
+
+#: The counts a run note shows, in this order, with their labels.
+NOTE_COUNTS = (
+    ("documents", "documents"),
+    ("issued", "issued"),
+    ("adopted", "adopted"),
+    ("invalid", "invalid"),
+    ("rejected", "rejected"),
+    ("dead", "dead"),
+    ("duplicate_alarms", "duplicate alarms"),
+    ("mismatch_alarms", "mismatch alarms"),
+    ("not_sent", "not sent to the tax bureau"),
+    ("stuck", "stuck"),
+)
+
+
+def run_note(problems: list[str], counts: dict[str, int] | None, report: str | None) -> str:
+    """The DAG run's note (Markdown, well under the API's 1000 characters): the verdict, the counts, the
+    report's path. A run with invalid or dead documents says so in its first line even when it passed.
+
+    :param problems: :func:`run_problems`' answer (``[]``: the run did its work).
+    :param counts: :func:`run_counts` of the report (``None``: no report was written).
+    """
+    counts = counts or {}
+    if problems:
+        head = "**Koywe: run failed** — " + "; ".join(problems)
+    elif counts.get("invalid") or counts.get("dead") or counts.get("rejected"):
+        marks = [
+            f"{counts[k]} {label}"
+            for k, label in (("invalid", "invalid"), ("rejected", "rejected"), ("dead", "dead"))
+            if counts.get(k)
+        ]
+        head = f"**Koywe: done, with {', '.join(marks)} document(s)** (listed in the report)"
+    else:
+        head = "**Koywe: OK**"
+    shown = [
+        f"{label} {int(counts.get(key) or 0)}"
+        for key, label in NOTE_COUNTS
+        if counts.get(key) or key == "issued"
+    ]
+    lines = [head[:600], "", " · ".join(shown) if counts else "no counts: no report was written"]
+    if report:
+        lines += ["", f"Report: `{report[-250:]}`"]
+    return "\n".join(lines)
