@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from koywe_demo.demo import demo_env, run_demo
 from koywe_demo.env import KNOWN_WARNINGS, PROJECT_DIR, airflow_env, migrate_ledger
 from koywe_demo.up import up_airflow_env
+from koywe_sandbox.testing import wait_for
 
 SANDBOX = {
     "koywe_base_url": "http://127.0.0.1:9/V1",
@@ -129,6 +131,8 @@ def test_demo_refuses_to_reset_the_ledger_while_up_runs_on_the_same_home(tmp_pat
     ledger.write_bytes(b"the ledger of a running make up")
     stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "koywe_demo", "up"])
     try:
+        # Until the child has exec'd, /proc shows pytest's command line: wait for the stand-in's own.
+        wait_for(lambda: "koywe_demo" in " ".join(psutil.Process(stand_in.pid).cmdline()), timeout=60)
         (tmp_path / "koywe_up.pid").write_text(f"{stand_in.pid}\n")
         args = argparse.Namespace(airflow_home=str(tmp_path), port=None, rate_limit=5, inbox=str(tmp_path))
 
