@@ -18,6 +18,7 @@ import pytest
 
 from koywe_provider.hooks.rate_budget import (
     DEFAULT_RATE_LIMIT_MAX_WAIT_SECONDS,
+    SPACING_FRACTION,
     InProcessBudget,
     RateBudget,
     RateBudgetTimeout,
@@ -215,7 +216,7 @@ def test_store_urls(tmp_path):
     key = unique_key()
     assert isinstance(RateBudget.for_store("memory://", key, R), InProcessBudget)
     with RateBudget.for_store(f"sqlite:///{tmp_path / 'deep' / 'x.db'}", key, 2.5) as budget:
-        assert (budget.store_kind, budget.limit, budget.interval_seconds) == ("sqlite", 2, 1.05)
+        assert (budget.store_kind, budget.limit, budget.interval_seconds) == ("sqlite", 2, 1.02)
     for bad in ("mysql://h/db", "sqlite:///:memory:", "sqlite://"):
         with pytest.raises(ValueError):
             RateBudget.for_store(bad, key, R)
@@ -250,8 +251,8 @@ def test_in_process_budget_keeps_the_rate_on_a_fake_clock():
         budget.acquire()
         stamps.append(clock.now)
     assert max_in_any_window(stamps, width=budget.interval_seconds) == R
-    # 16 tokens: three full windows of 1.05 s before the last one
-    assert 3 * 1.05 <= clock.now - 100.0 < 3 * 1.05 + 0.05
+    # 16 tokens: three full windows of 1.02 s (1 s + the default 20 ms margin) before the last one
+    assert 3 * 1.02 <= clock.now - 100.0 < 3 * 1.02 + 0.05
 
 
 def test_in_process_pause_holds_and_timeout_says_why():
@@ -298,7 +299,9 @@ def test_grants_are_evenly_spaced_never_a_burst():
         budget.acquire()
         stamps.append(clock.now)
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    assert min(gaps) >= (1.0 / R) * 0.99  # a whole spacing between two grants
+    # A spacing between two grants: SPACING_FRACTION of 1/R (so that a check's own duration does not
+    # add up from grant to grant), never a burst; the window still caps every second at R.
+    assert min(gaps) >= SPACING_FRACTION * budget.interval_seconds / R * 0.99
     assert max_in_any_window(stamps, width=1.0) <= R
 
 
@@ -310,9 +313,9 @@ def test_weights_and_rates_are_checked():
     for rate in (0, -1, float("inf")):
         with pytest.raises(ValueError, match="rate_per_second"):
             InProcessBudget(rate)
-    assert (window_for(5).limit, window_for(5).interval) == (5, 1050)
+    assert (window_for(5).limit, window_for(5).interval) == (5, 1020)
     assert (window_for(2.5).limit, window_for(2.5, 0).interval) == (2, 1000)
-    assert (window_for(0.5).limit, window_for(0.5).interval) == (1, 2050)
+    assert (window_for(0.5).limit, window_for(0.5).interval) == (1, 2020)
 
 
 # ------------------------------------------------------------------------------ 429 wait policy

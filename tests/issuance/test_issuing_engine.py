@@ -63,3 +63,35 @@ def test_a_credentials_error_stops_every_thread(
         issuer.issue_range(min(ids.values()), max(ids.values()))
     assert clean_sandbox.stats()["documents_created"] == 0
     assert all(ledger.get(pk)["state"] == "pending" for pk in ids.values())
+
+
+def test_a_task_done_with_its_range_takes_the_plans_unclaimed_rows(
+    ledger, ingest, make_issuer, clean_sandbox, factura
+):
+    """Work stealing: the first task of a plan issues the rows of batches whose tasks have not started
+    (no thread idles while rows wait for a pool slot); the later task finds them taken and sends nothing."""
+    refs = [f"STEAL-{n}" for n in range(20)]
+    ids = sorted(ingest(ledger, {r: factura(net=4_000 + n) for n, r in enumerate(refs)}).values())
+    window = (ids[0], ids[-1])
+    early = make_issuer(ledger, owner="task-0", policy=IssuancePolicy(max_in_flight=3))
+    late = make_issuer(ledger, owner="task-1", policy=IssuancePolicy(max_in_flight=3))
+    first = early.issue_range(ids[0], ids[4], steal_window=window)
+    second = late.issue_range(ids[5], ids[-1], steal_window=window)
+    assert (first.issued, first.skipped) == (len(refs), 0)
+    assert (second.issued, second.skipped) == (0, 0)
+    assert all(ledger.get(pk)["state"] == "issued" for pk in ids)
+    assert clean_sandbox.stats()["documents_created"] == len(refs)
+
+
+def test_stealing_never_takes_a_row_it_made_due_again(ledger, ingest, make_issuer, clean_sandbox, factura):
+    """A 5xx makes a row ``retryable``, due at once with a zero backoff: a retry run that steals takes
+    only rows due when it started, so each row is sent once per run, not again and again until dead."""
+    ids = sorted(ingest(ledger, {f"ONCE-{n}": factura(net=5_000 + n) for n in range(6)}).values())
+    clean_sandbox.set_faults(error_5xx_rate=1.0)
+    issuer = make_issuer(ledger, policy=IssuancePolicy(max_in_flight=3, retry_base_seconds=0))
+    outcome = issuer.issue_range(
+        ids[0], ids[2], states=("pending", "retryable"), steal_window=(ids[0], ids[-1])
+    )
+    assert outcome.retryable == len(ids)
+    assert [ledger.get(pk)["attempts"] for pk in ids] == [1] * len(ids)
+    assert all(ledger.get(pk)["state"] == "retryable" for pk in ids)

@@ -37,6 +37,7 @@ from koywe_provider.hooks.rate_budget import (
     RateBudget,
     budget_for,
     budget_key,
+    margin_from_config,
     rate_limit_max_wait_from_config,
     rate_limit_wait_seconds,
 )
@@ -247,7 +248,12 @@ class KoyweHook(HttpHook):
     def budget(self) -> RateBudget:
         """The deployment-wide budget of this connection's API user (``requests_per_second``)."""
         base_url, api_user = self._owner()
-        return budget_for(self.shared_state_url, budget_key(base_url, api_user), self.requests_per_second)
+        return budget_for(
+            self.shared_state_url,
+            budget_key(base_url, api_user),
+            self.requests_per_second,
+            margin_seconds=margin_from_config(),
+        )
 
     def reserve_request(self, *, timeout: float | None = None) -> float:
         """Take one token of the shared budget now, for the next request this hook sends (which then

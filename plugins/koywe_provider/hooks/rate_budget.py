@@ -67,13 +67,19 @@ from koywe_provider.hooks.token_store import api_user_key, store_url
 log = logging.getLogger(__name__)
 
 #: Added to every window (seconds): the slack between a granted check and the request leaving.
-DEFAULT_MARGIN_SECONDS = 0.05
+#: ``[koywe] rate_budget_margin_seconds``; the long-run rate is ``R / (1 + margin)`` (0.98 R at 20 ms).
+DEFAULT_MARGIN_SECONDS = 0.02
 #: Koywe's minimum wait after a 429 (seconds, seed ``000_…``).
 RATE_LIMIT_FLOOR_SECONDS = 30.0
 #: Default of ``[koywe] rate_limit_max_wait_seconds``: the longest wait after a 429 (seconds).
 DEFAULT_RATE_LIMIT_MAX_WAIT_SECONDS = 900.0
 #: Upward jitter of :func:`rate_limit_wait_seconds`: up to this fraction of the wait is added.
 RATE_LIMIT_JITTER = 0.2
+
+#: The even spacing between grants, as a fraction of ``interval / limit``: below 1, so that the time a
+#: check takes (a grant comes a few ms after its slot) does not add up from grant to grant; the window
+#: still caps every second at ``limit``.
+SPACING_FRACTION = 0.8
 
 _ITEM_NAME = "koywe"
 _LEAK_EVERY_MS = 10_000
@@ -126,15 +132,15 @@ def window_for(rate_per_second: float, margin_seconds: float = DEFAULT_MARGIN_SE
 
 
 def spaced(window: Rate) -> list[Rate]:
-    """``window`` plus an even spacing of one grant per ``interval / limit``: never more than ``limit``
-    per window, and never a burst of the whole window at once. A burst granted at once reaches Koywe
+    """``window`` plus an even spacing of one grant per ``SPACING_FRACTION * interval / limit``: never
+    more than ``limit`` per window, and never a burst of the whole window at once. A burst granted at once reaches Koywe
     spread by each sender's own delay (a fenced send's lease UPDATE sits between grant and POST), and
     the next window's grants could then arrive in the same second; evenly spaced grants leave that
     delay a whole spacing of slack."""
     if window.limit < 2:
         return [window]
     # floor: the spacing rate may not be stricter on average than the window (pyrate-limiter refuses it)
-    return [Rate(1, max(1, math.floor(window.interval / window.limit))), window]
+    return [Rate(1, max(1, math.floor(SPACING_FRACTION * window.interval / window.limit))), window]
 
 
 def rate_limit_wait_seconds(
@@ -162,6 +168,22 @@ def rate_limit_wait_seconds(
     exponent = min(max(1, int(consecutive_429s)) - 1, 64)
     wait = base * 2.0**exponent * (1.0 + jitter * rng.random())
     return min(cap, wait)
+
+
+def margin_from_config() -> float:
+    """``[koywe] rate_budget_margin_seconds`` from Airflow's configuration (default 0.02 s).
+
+    The slack added to every window for the time between a grant and the request leaving (the fence's
+    UPDATE, thread scheduling). Larger is safer against a strict server-side window and slower: the
+    long-run rate is ``R / (1 + margin)``. Call at task run time, never at DAG parse time. Raises
+    ``ValueError`` for a negative value or one of a second or more.
+    """
+    from airflow.sdk import conf
+
+    value = conf.getfloat("koywe", "rate_budget_margin_seconds", fallback=DEFAULT_MARGIN_SECONDS)
+    if not 0 <= value < 1:
+        raise ValueError(f"[koywe] rate_budget_margin_seconds must be >= 0 and < 1, got {value!r}")
+    return value
 
 
 def rate_limit_max_wait_from_config() -> float:

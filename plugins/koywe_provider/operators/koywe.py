@@ -133,7 +133,8 @@ class KoywePlanBatchesOperator(BaseOperator):
 
     Planning is :class:`~koywe_provider.services.batches.BatchPlanner`'s (100,000 documents → at most
     500 mapped tasks).
-    XCom: ``[{"index", "first_id", "last_id", "count"}, …]`` — ``[]`` when ``dry_run`` or nothing is due.
+    XCom: ``[{"index", "first_id", "last_id", "count", "window_first_id", "window_last_id"}, …]`` — ``[]``
+    when ``dry_run`` or nothing is due (the window: the whole plan, for tasks that finish early).
 
     :param states: ledger states to pick (default ``pending``; the retry DAG adds ``retryable``, ``unknown``
         and expired ``in_flight``).
@@ -191,6 +192,9 @@ class KoyweIssueDocumentsOperator(BaseOperator):
     """Issue one batch of ledger rows through Koywe (``POST /documents``), exactly once each.
 
     :param batch: ``{"first_id", "last_id", …}`` from :class:`KoywePlanBatchesOperator` (usually mapped).
+        With ``window_first_id``/``window_last_id`` the task goes on, once its own range is done, with
+        the plan's rows no task has claimed yet, so rows never wait for a pool slot while a task could
+        send them (the counts in its XCom are of the rows it handled).
     :param states: ledger states to issue (``batch["states"]`` wins when present); named
         ``batch["references"]`` are issued due or not.
     :param lease_seconds: claim lease; default ``[koywe] lease_seconds`` (900), see
@@ -256,12 +260,20 @@ class KoyweIssueDocumentsOperator(BaseOperator):
                 states=states,
                 references=references,
                 due_before=datetime(2999, 1, 1, tzinfo=UTC) if references else None,  # named: due or not
+                steal_window=_steal_window(self.batch),
             )
         finally:
             archived = writer.close() if writer is not None else None
         result = {**outcome.as_dict(), **(archived.as_xcom() if archived is not None else {})}
         self.log.info("Batch %s..%s: %s", self.batch["first_id"], self.batch["last_id"], result)
         return result
+
+
+def _steal_window(batch: dict[str, Any]) -> tuple[int, int] | None:
+    """The plan's whole id span, when the planner gave one (older plans did not)."""
+    if batch.get("window_first_id") is None or batch.get("window_last_id") is None:
+        return None
+    return int(batch["window_first_id"]), int(batch["window_last_id"])
 
 
 class KoyweIssuanceReportOperator(BaseOperator):

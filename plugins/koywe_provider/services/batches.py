@@ -45,7 +45,10 @@ class BatchPlanner:
         )
 
     def due(self, states: Sequence[str], *, now: datetime | None = None) -> list[dict[str, int]]:
-        """``[{"index", "first_id", "last_id", "count"}, …]`` of the rows in ``states`` due by ``now``."""
+        """``[{"index", "first_id", "last_id", "count", "window_first_id", "window_last_id"}, …]`` of the
+        rows in ``states`` due by ``now``. The window is the whole plan's id span: an issue task that has
+        finished its own range goes on with the window's rows nobody has claimed yet
+        (:meth:`~koywe_provider.services.issuance.Issuer.issue_range`'s ``steal_window``)."""
         now = now or datetime.now(UTC)
         total = sum(
             b.count for b in self.ledger.plan_batches(batch_size=10**9, states=states, due_before=now)
@@ -57,7 +60,8 @@ class BatchPlanner:
             b.as_dict() for b in self.ledger.plan_batches(batch_size=size, states=states, due_before=now)
         ]
         log.info("%d document(s) due in %d batch(es) of up to %d", total, len(batches), size)
-        return batches
+        window = {"window_first_id": batches[0]["first_id"], "window_last_id": batches[-1]["last_id"]}
+        return [{**b, **window} for b in batches]
 
     def selected(
         self,

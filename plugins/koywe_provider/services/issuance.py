@@ -229,6 +229,7 @@ class Issuer:
         states: Collection[str | DocumentState] = (DocumentState.PENDING,),
         references: Collection[str] | None = None,
         due_before: datetime | None = None,
+        steal_window: tuple[int, int] | None = None,
     ) -> BatchOutcome:
         """Issue the due rows with ``first_id <= id <= last_id`` in ``states`` (``in_flight``: expired
         leases only), lowest id first, each claimed atomically just before it is handled
@@ -236,20 +237,34 @@ class Issuer:
         SQLite), so concurrent runs never handle the same row. ``references``: only those internal
         references. ``due_before``: default now (``next_attempt_at`` must have passed).
 
+        ``steal_window``: ``(first_id, last_id)`` of the whole plan. Once its own range is done, every
+        thread keeps claiming the lowest claimable row of the window that was due when this call
+        started (rows of batches whose tasks have not started yet, or are slower), until none is left:
+        no thread idles while rows wait for a pool slot, so the batches' waves and uneven ends cost no
+        throughput. Ignored with ``references``. Rows handled here count in this call's outcome.
+
         Raises :class:`KoyweAuthError` / :class:`KoyweConfigurationError` when Koywe refuses the
         credentials (the row being handled is released first).
         """
+        started = datetime.now(UTC)
         candidates = self.ledger.ids_in_range(first_id, last_id, states=states, due_before=due_before)
         if references is not None:
             wanted = set(self.ledger.ids_for_references(references, states=states))
             candidates = [pk for pk in candidates if pk in wanted]
-        workers = min(self.policy.max_in_flight, len(candidates))
+            steal_window = None
+        # Stealing: rows due at the start only, so a row this call made due again is never taken twice.
+        steal = None if steal_window is None else (steal_window, due_before or started)
+        workers = min(
+            self.policy.max_in_flight, len(candidates) if steal is None else self.policy.max_in_flight
+        )
         if workers <= 1:
             outcome = BatchOutcome()
             for pk in candidates:
                 self._claim_and_issue(pk, states, due_before, outcome)
+            if steal is not None:
+                self._steal(steal, states, outcome)
             return outcome
-        return self._issue_concurrently(candidates, states, due_before, workers)
+        return self._issue_concurrently(candidates, states, due_before, workers, steal)
 
     def _claim_and_issue(
         self,
@@ -273,16 +288,40 @@ class Issuer:
             return
         self.issue_one(claimed[0], outcome)
 
+    def _steal(
+        self,
+        steal: tuple[tuple[int, int], datetime],
+        states: Collection[str | DocumentState],
+        outcome: BatchOutcome,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Claim and issue the lowest claimable row of the window, one at a time, until none is left."""
+        (first_id, last_id), due_before = steal
+        while stop is None or not stop.is_set():
+            claimed = self.ledger.claim_next(
+                owner=self.owner,
+                limit=1,
+                states=states,
+                due_before=due_before,
+                first_id=first_id,
+                last_id=last_id,
+                lease_seconds=self.lease_seconds,
+            )
+            if not claimed:
+                return
+            self.issue_one(claimed[0], outcome)
+
     def _issue_concurrently(
         self,
         candidates: list[int],
         states: Collection[str | DocumentState],
         due_before: datetime | None,
         workers: int,
+        steal: tuple[tuple[int, int], datetime] | None = None,
     ) -> BatchOutcome:
         """``workers`` threads take the candidates lowest id first, each with its own hook (its own HTTP
-        session) and the same ledger, rate budget and token. The first credentials error stops them all
-        (rows not yet claimed stay as they were) and is raised."""
+        session) and the same ledger, rate budget and token, then steal (:meth:`issue_range`). The first
+        credentials error stops them all (rows not yet claimed stay as they were) and is raised."""
         queue = deque(candidates)
         lock = threading.Lock()
         stop = threading.Event()
@@ -290,16 +329,18 @@ class Issuer:
         def work() -> BatchOutcome:
             issuer = self._for_thread()
             outcome = BatchOutcome()
-            while not stop.is_set():
-                with lock:
-                    if not queue:
-                        break
-                    pk = queue.popleft()
-                try:
+            try:
+                while not stop.is_set():
+                    with lock:
+                        if not queue:
+                            break
+                        pk = queue.popleft()
                     issuer._claim_and_issue(pk, states, due_before, outcome)
-                except BaseException:
-                    stop.set()
-                    raise
+                if steal is not None:
+                    issuer._steal(steal, states, outcome, stop)
+            except BaseException:
+                stop.set()
+                raise
             return outcome
 
         total = BatchOutcome()
