@@ -270,7 +270,7 @@ def test_in_process_pause_holds_and_timeout_says_why():
 
 
 def test_a_grant_that_comes_late_is_not_used(caplog):
-    # Checks slower than half the 50 ms margin (an overloaded store or machine) spend their token and
+    # Checks slower than the 20 ms margin (an overloaded store or machine) spend their token and
     # check again; after ten in a row the eleventh is used, with a warning.
     clock = FakeClock()
     slow = {"on": True}

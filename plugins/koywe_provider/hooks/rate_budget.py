@@ -516,6 +516,11 @@ class RateBudget:
         self._sleep = sleep
         self._monotonic = monotonic
         self._lock = threading.Lock()
+        # One thread of this process polls the store at a time; the others queue behind it. Without
+        # it, every thread of every process checks the store for every slot (32 checks, each a locked
+        # transaction, for one grant with 4 tasks of 8 threads).
+        self._poller = threading.Lock()
+        self._last_wait = 0.0
         self._last_leak: float | None = None
         self._late_grants = 0
         self._rng = random.Random()
@@ -581,7 +586,7 @@ class RateBudget:
         """One atomic check: ``None`` when granted, else ``(seconds to wait, paused)``.
 
         Nothing but the check itself runs between reading the store's clock and the grant (the pause
-        is read first, old entries are removed before), and a grant that took longer than half the
+        is read first, old entries are removed before), and a grant that took longer than the
         margin from its timestamp is not used: its token stays spent and the caller checks again at
         once (at most ``_MAX_LATE_GRANTS`` times in a row, then it is used and a warning logged).
         Raises ``TimeoutError`` when the store's lock is not held within ``lock_timeout``.
@@ -618,8 +623,8 @@ class RateBudget:
             return wait_ms / 1000, False
 
     def _timely(self, took: float) -> tuple[float, bool] | None:
-        """``None`` (use the grant) unless it came ``took`` seconds after its timestamp, over half the margin."""
-        if self.margin_seconds == 0 or took <= self.margin_seconds / 2:
+        """``None`` (use the grant) unless it came ``took`` seconds after its timestamp, over the margin."""
+        if self.margin_seconds == 0 or took <= self.margin_seconds:
             self._late_grants = 0
             return None
         self._late_grants += 1
@@ -629,7 +634,7 @@ class RateBudget:
                 "using a late grant",
                 self.store_kind,
                 self._late_grants,
-                self.margin_seconds * 500,
+                self.margin_seconds * 1000,
             )
             self._late_grants = 0
             return None
@@ -666,7 +671,8 @@ class RateBudget:
 
         Never more than :attr:`limit` units are granted in any :attr:`interval_seconds` window, over
         every process sharing the store and key; a pause (:meth:`pause`) holds every caller until it
-        ends. ``timeout`` (seconds; ``None`` = wait as long as it takes, ``0`` = one check): when the
+        ends. The threads of one process take turns: one polls the store, the others queue behind it.
+        ``timeout`` (seconds; ``None`` = wait as long as it takes, ``0`` = one check): when the
         next token cannot come within it, raises :class:`RateBudgetTimeout` at once (its
         ``retry_after`` says when it would). Raises ``ValueError`` for a weight above :attr:`limit`.
         """
@@ -675,19 +681,26 @@ class RateBudget:
             return 0.0
         started = self._monotonic()
         deadline = None if timeout is None else started + max(0.0, timeout)
-        while True:
-            try:
-                outcome = self._attempt(weight, self._lock_timeout(deadline))
-            except TimeoutError:
-                outcome = (0.005, False)
-            if outcome is None:
-                return self._monotonic() - started
-            wait, paused = outcome
-            remaining = self._remaining(deadline)
-            if remaining is not None and wait > remaining:
-                assert timeout is not None
-                raise self._timeout(weight, wait, paused, timeout)
-            self._sleep(wait)
+        if not self._poller.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            assert timeout is not None
+            raise self._timeout(weight, max(self._last_wait, 0.001), False, timeout)
+        try:
+            while True:
+                try:
+                    outcome = self._attempt(weight, self._lock_timeout(deadline))
+                except TimeoutError:
+                    outcome = (0.005, False)
+                if outcome is None:
+                    return self._monotonic() - started
+                wait, paused = outcome
+                self._last_wait = wait
+                remaining = self._remaining(deadline)
+                if remaining is not None and wait > remaining:
+                    assert timeout is not None
+                    raise self._timeout(weight, wait, paused, timeout)
+                self._sleep(wait)
+        finally:
+            self._poller.release()
 
     async def aacquire(self, weight: int = 1, timeout: float | None = None) -> float:
         """:meth:`acquire` for asyncio (the triggerer): checks run in a worker thread, waits are
