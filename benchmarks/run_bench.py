@@ -556,6 +556,57 @@ def references_with_several_documents(documents: list[dict]) -> int:
     return sum(1 for n in counts.values() if n > 1)
 
 
+def call_kind(method: str, target: str) -> str:
+    """The Koywe call an arrival was, by endpoint: ``auth``, ``create`` (``POST /documents``), ``lookup``
+    (``GET /documents?…reference_number=…``), ``list`` (other ``GET /documents``), ``read`` (``GET
+    /documents/{id}``: the status sensor and its trigger), ``status_update`` (``PUT``), else method and path."""
+    path, _, query = target.partition("?")
+    parts = [p for p in path.split("/") if p][1:]  # without "V1"
+    if parts == ["auth"]:
+        return "auth"
+    if parts == ["documents"]:
+        if method == "POST":
+            return "create"
+        return "lookup" if "reference_number=" in query else "list"
+    if len(parts) == 2 and parts[0] == "documents":
+        return {"GET": "read", "PUT": "status_update"}.get(method, f"{method} documents/{{id}}")
+    return f"{method} {'/'.join(parts)}"
+
+
+def arrival_summary(arrivals: list[dict], rate: float) -> dict:
+    """Which calls reached the sandbox, and which made the busiest one-second windows.
+
+    ``calls``: arrivals per :func:`call_kind`. ``windows_over_rate``: arrivals ``i`` whose window ``[t_i,
+    t_i + 1 s)`` holds more than ``rate`` arrivals (the sandbox's own ``max_requests_in_any_second`` rule);
+    ``busiest_window``: the first window with the most arrivals, its start (seconds since the reset) and
+    its arrivals per kind, with their offsets in ms from its start.
+    """
+    from collections import Counter
+
+    times = [a["at"] for a in arrivals]
+    kinds = [call_kind(a["method"], a["target"]) for a in arrivals]
+    over, best, best_start = 0, 0, 0
+    end = 0
+    for start, at in enumerate(times):
+        end = max(end, start)
+        while end < len(times) and times[end] < at + 1.0:
+            end += 1
+        count = end - start
+        over += count > rate
+        if count > best:
+            best, best_start = count, start
+    window = range(best_start, best_start + best)
+    return {
+        "calls": dict(Counter(kinds)),
+        "windows_over_rate": over,
+        "busiest_window": {
+            "start_s": round(times[best_start], 3) if times else None,
+            "calls": dict(Counter(kinds[i] for i in window)),
+            "offsets_ms": [(kinds[i], round((times[i] - times[best_start]) * 1000)) for i in window],
+        },
+    }
+
+
 def run_mixed(args, scenario: Scenario, tmp_path: Path) -> dict:
     """``mixed_r5_l1000``: the daily DAG, the retry DAG on seeded due rows, the tax-bureau follow-up and
     the deferrable sensor, triggered together on one scheduler and triggerer (see the module docstring)."""
@@ -615,6 +666,7 @@ def run_mixed(args, scenario: Scenario, tmp_path: Path) -> dict:
             window = post_window(database_url)
         stats = sandbox.stats()
         several = references_with_several_documents(sandbox.documents())
+        arrivals = arrival_summary(sandbox.arrivals(), scenario.rate_limit)
     states = {dag_id: run["state"] for dag_id, run in finished.items()}
     not_ok = {
         dag_id: [
@@ -649,6 +701,9 @@ def run_mixed(args, scenario: Scenario, tmp_path: Path) -> dict:
         "duplicate_references": stats["duplicate_references"],
         "references_with_several_documents": several,
         "max_requests_in_any_second": stats["max_requests_in_any_second"],
+        "windows_over_rate": arrivals["windows_over_rate"],
+        "busiest_window": arrivals["busiest_window"],
+        "calls": arrivals["calls"],
         "max_in_flight": stats["max_in_flight"],
         "requests_total": stats["requests_total"],
         "list_calls": stats["list_calls"],
