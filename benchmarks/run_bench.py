@@ -573,18 +573,44 @@ def call_kind(method: str, target: str) -> str:
     return f"{method} {'/'.join(parts)}"
 
 
-def arrival_summary(arrivals: list[dict], rate: float) -> dict:
+def create_senders(database_url: str, dag_of_run: dict[str, str]) -> list[str]:
+    """``"<dag_id> <task>"`` of every ``POST /documents`` the ledger recorded (``koywe_attempts`` of kind
+    ``create``), in the order the calls started (``attempted_at - duration_ms``)."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT attempted_at, duration_ms, run_id, task FROM koywe_attempts WHERE kind = 'create'"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    rows = sorted(rows, key=lambda r: r.attempted_at - timedelta(milliseconds=r.duration_ms or 0))
+    return [f"{dag_of_run.get(r.run_id, r.run_id)} {r.task}" for r in rows]
+
+
+def arrival_summary(arrivals: list[dict], rate: float, senders: list[str] | None = None) -> dict:
     """Which calls reached the sandbox, and which made the busiest one-second windows.
 
     ``calls``: arrivals per :func:`call_kind`. ``windows_over_rate``: arrivals ``i`` whose window ``[t_i,
     t_i + 1 s)`` holds more than ``rate`` arrivals (the sandbox's own ``max_requests_in_any_second`` rule);
     ``busiest_window``: the first window with the most arrivals, its start (seconds since the reset) and
-    its arrivals per kind, with their offsets in ms from its start.
+    its arrivals per kind, with their offsets in ms from its start. With ``senders``
+    (:func:`create_senders`), the n-th ``create`` arrival is paired with the n-th sender (by order only:
+    the sandbox's clock and the ledger's are not the same) and named in the offsets.
     """
     from collections import Counter
 
     times = [a["at"] for a in arrivals]
     kinds = [call_kind(a["method"], a["target"]) for a in arrivals]
+    if senders is not None:
+        creates = iter(senders)
+        kinds = [f"create by {next(creates, '?')}" if kind == "create" else kind for kind in kinds]
     over, best, best_start = 0, 0, 0
     end = 0
     for start, at in enumerate(times):
@@ -597,11 +623,11 @@ def arrival_summary(arrivals: list[dict], rate: float) -> dict:
             best, best_start = count, start
     window = range(best_start, best_start + best)
     return {
-        "calls": dict(Counter(kinds)),
+        "calls": dict(Counter(kind.split(" by ")[0] for kind in kinds)),
         "windows_over_rate": over,
         "busiest_window": {
             "start_s": round(times[best_start], 3) if times else None,
-            "calls": dict(Counter(kinds[i] for i in window)),
+            "calls": dict(Counter(kinds[i].split(" by ")[0] for i in window)),
             "offsets_ms": [(kinds[i], round((times[i] - times[best_start]) * 1000)) for i in window],
         },
     }
@@ -664,9 +690,10 @@ def run_mixed(args, scenario: Scenario, tmp_path: Path) -> dict:
                 tis = {dag_id: api.task_instances(dag_id, run_id) for dag_id, run_id in runs.items()}
                 api.close()
             window = post_window(database_url)
+            senders = create_senders(database_url, {run_id: dag_id for dag_id, run_id in runs.items()})
         stats = sandbox.stats()
         several = references_with_several_documents(sandbox.documents())
-        arrivals = arrival_summary(sandbox.arrivals(), scenario.rate_limit)
+        arrivals = arrival_summary(sandbox.arrivals(), scenario.rate_limit, senders)
     states = {dag_id: run["state"] for dag_id, run in finished.items()}
     not_ok = {
         dag_id: [
