@@ -573,9 +573,10 @@ def call_kind(method: str, target: str) -> str:
     return f"{method} {'/'.join(parts)}"
 
 
-def create_senders(database_url: str, dag_of_run: dict[str, str]) -> list[str]:
-    """``"<dag_id> <task>"`` of every ``POST /documents`` the ledger recorded (``koywe_attempts`` of kind
-    ``create``), in the order the calls started (``attempted_at - duration_ms``)."""
+def create_senders(database_url: str, dag_of_run: dict[str, str]) -> list[tuple[str, float]]:
+    """Every ``POST /documents`` the ledger recorded (``koywe_attempts`` of kind ``create``) as
+    ``("<dag_id> <task>", start)``, in the order the calls started; ``start`` is ``attempted_at -
+    duration_ms`` in epoch seconds (the sender's clock: when the hook began the call, after its fence)."""
     from datetime import timedelta
 
     import sqlalchemy as sa
@@ -590,27 +591,42 @@ def create_senders(database_url: str, dag_of_run: dict[str, str]) -> list[str]:
             ).all()
     finally:
         engine.dispose()
-    rows = sorted(rows, key=lambda r: r.attempted_at - timedelta(milliseconds=r.duration_ms or 0))
-    return [f"{dag_of_run.get(r.run_id, r.run_id)} {r.task}" for r in rows]
+
+    def start(row) -> float:
+        at = row.attempted_at if row.attempted_at.tzinfo else row.attempted_at.replace(tzinfo=UTC)
+        return (at - timedelta(milliseconds=row.duration_ms or 0)).timestamp()
+
+    found = sorted(
+        ((f"{dag_of_run.get(r.run_id, r.run_id)} {r.task}", start(r)) for r in rows), key=lambda x: x[1]
+    )
+    return found
 
 
-def arrival_summary(arrivals: list[dict], rate: float, senders: list[str] | None = None) -> dict:
+def arrival_summary(
+    arrivals: list[dict], rate: float, senders: list[tuple[str, float]] | None = None
+) -> dict:
     """Which calls reached the sandbox, and which made the busiest one-second windows.
 
     ``calls``: arrivals per :func:`call_kind`. ``windows_over_rate``: arrivals ``i`` whose window ``[t_i,
     t_i + 1 s)`` holds more than ``rate`` arrivals (the sandbox's own ``max_requests_in_any_second`` rule);
     ``busiest_window``: the first window with the most arrivals, its start (seconds since the reset) and
-    its arrivals per kind, with their offsets in ms from its start. With ``senders``
-    (:func:`create_senders`), the n-th ``create`` arrival is paired with the n-th sender (by order only:
-    the sandbox's clock and the ledger's are not the same) and named in the offsets.
+    its arrivals per kind; ``offsets_ms`` lists them as ``[kind, ms after the window's first arrival]``.
+    With ``senders`` (:func:`create_senders`), the n-th ``create`` arrival is paired with the n-th
+    sender (by order only: the sandbox's clock and the ledger's are not the same), named in its kind,
+    and a third item gives when that sender started the call, in ms after the window's first paired
+    start: arrivals closer together than their starts were bunched between the sender and the sandbox.
     """
     from collections import Counter
 
     times = [a["at"] for a in arrivals]
     kinds = [call_kind(a["method"], a["target"]) for a in arrivals]
+    started: list[float | None] = [None] * len(arrivals)
     if senders is not None:
         creates = iter(senders)
-        kinds = [f"create by {next(creates, '?')}" if kind == "create" else kind for kind in kinds]
+        for i, kind in enumerate(kinds):
+            if kind == "create":
+                name, started[i] = next(creates, ("?", None))
+                kinds[i] = f"create by {name}"
     over, best, best_start = 0, 0, 0
     end = 0
     for start, at in enumerate(times):
@@ -622,13 +638,20 @@ def arrival_summary(arrivals: list[dict], rate: float, senders: list[str] | None
         if count > best:
             best, best_start = count, start
     window = range(best_start, best_start + best)
+    first_start = next((started[i] for i in window if started[i] is not None), None)
+    offsets = []
+    for i in window:
+        entry = [kinds[i], round((times[i] - times[best_start]) * 1000)]
+        if started[i] is not None and first_start is not None:
+            entry.append(round((started[i] - first_start) * 1000))
+        offsets.append(entry)
     return {
         "calls": dict(Counter(kind.split(" by ")[0] for kind in kinds)),
         "windows_over_rate": over,
         "busiest_window": {
             "start_s": round(times[best_start], 3) if times else None,
             "calls": dict(Counter(kinds[i].split(" by ")[0] for i in window)),
-            "offsets_ms": [(kinds[i], round((times[i] - times[best_start]) * 1000)) for i in window],
+            "offsets_ms": offsets,
         },
     }
 
