@@ -122,7 +122,16 @@ RESULT_COLUMNS = (
     "other",
 )
 #: Figures of the non-issuance lines, shown in the ``other`` column of ``results.md``.
-OTHER_FIGURES = ("dag_import_seconds", "ingest_documents", "ingest_seconds", "peak_rss_mb", "status", "error")
+OTHER_FIGURES = (
+    "dag_import_seconds",
+    "ingest_documents",
+    "ingest_seconds",
+    "peak_rss_mb",
+    "expected_lookups",
+    "windows_over_rate",
+    "status",
+    "error",
+)
 SCENARIO_TABLE = "## Scenario runs"
 
 
