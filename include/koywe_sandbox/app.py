@@ -9,6 +9,8 @@ Credit and debit notes are validated against the original their ``references[]``
 - ``GET /_sandbox/stats``: counters (``state.STAT_KEYS``), among them ``max_requests_in_any_second``
   (largest number of ``/V1`` arrivals, any endpoint and outcome, within a sliding one-second window
   ``[t, t+1)`` of the sandbox clock since the last reset).
+- ``GET /_sandbox/arrivals``: every ``/V1`` arrival since the last reset, oldest first, ``{"at": seconds,
+  "method", "target": path and query}`` (:meth:`SandboxState.arrival_view`): which calls made a peak.
 - ``POST /_sandbox/reset``: see :meth:`SandboxState.reset`.
 - ``GET|POST /_sandbox/faults``: fault keys (``faults`` module docstring).
 - ``GET /_sandbox/documents``: every stored document, by document_id. ``POST /_sandbox/documents`` (a
@@ -125,7 +127,8 @@ class V1Middleware:
             await self.app(scope, receive, send)
             return
         state = self.state
-        state.enter()
+        query = scope.get("query_string") or b""
+        state.enter(scope["method"], path + (f"?{query.decode('latin-1')}" if query else ""))
         try:
             refusal = state.admit()
             if state.faults.latency_ms > 0:
@@ -377,6 +380,10 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
     @app.get("/_sandbox/stats")
     async def stats() -> dict[str, int]:
         return dict(state.stats)
+
+    @app.get("/_sandbox/arrivals")
+    async def arrivals() -> list[dict[str, Any]]:
+        return state.arrival_view()
 
     @app.post("/_sandbox/reset")
     async def reset() -> dict[str, Any]:

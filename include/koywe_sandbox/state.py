@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,8 @@ STAT_KEYS = (
     "notes_refused",
     "documents_deleted",
 )
+#: ``/V1`` arrivals kept for ``GET /_sandbox/arrivals`` (the oldest are dropped beyond it).
+MAX_ARRIVAL_LOG = 100_000
 #: Default mix of final validation outcomes (``taxbureau_validation_status``: probability).
 DEFAULT_VALIDATION_OUTCOMES = {"3": 1.0}
 #: ``taxbureau_validation_comments`` the sandbox writes for each final validation status.
@@ -171,6 +174,8 @@ class SandboxState:
         self.validation_due: dict[int, float] = {}  # document_id -> clock time its validation completes
         self.forced_outcomes: dict[int, int] = {}  # document_id -> final status (reject_references)
         self.arrivals = WindowPeak(1.0)  # /V1 arrival times, for max_requests_in_any_second
+        self.arrival_log: deque[tuple[float, str, str]] = deque(maxlen=MAX_ARRIVAL_LOG)
+        self.arrivals_since = self.clock()  # arrival times are given from here (the last reset)
         self.rng = random.Random(self.config.seed)
         self.bucket = TokenBucket(self.config.rate_limit, self.clock)
         for key, value in self._scenario_start.items():
@@ -222,12 +227,24 @@ class SandboxState:
         }
 
     # ----------------------------------------------------------------- /V1 admission
-    def enter(self) -> None:
-        """A ``/V1`` request arrived (any endpoint, before admission: refused requests count too)."""
-        self.stats["max_requests_in_any_second"] = self.arrivals.add(self.clock())
+    def enter(self, method: str = "", target: str = "") -> None:
+        """A ``/V1`` request arrived (any endpoint, before admission: refused requests count too);
+        ``method`` and ``target`` (path and query) are kept for :meth:`arrival_view`."""
+        now = self.clock()
+        self.stats["max_requests_in_any_second"] = self.arrivals.add(now)
+        self.arrival_log.append((now, method, target))
         self.stats["requests_total"] += 1
         self.stats["in_flight"] += 1
         self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.stats["in_flight"])
+
+    def arrival_view(self) -> list[dict[str, Any]]:
+        """``GET /_sandbox/arrivals``: every ``/V1`` arrival since the last reset (the last
+        :data:`MAX_ARRIVAL_LOG`), oldest first: ``{"at": seconds since the reset (sandbox clock), "method",
+        "target": path and query}``; what ``max_requests_in_any_second`` counted, endpoint by endpoint."""
+        return [
+            {"at": round(at - self.arrivals_since, 6), "method": method, "target": target}
+            for at, method, target in self.arrival_log
+        ]
 
     def leave(self) -> None:
         """A ``/V1`` response has been produced (or the connection dropped)."""

@@ -68,6 +68,11 @@ class SandboxProcess:
         """``GET /_sandbox/stats``: counters (see the README of the sandbox / ``state.STAT_KEYS``)."""
         return self._admin("GET", "stats")
 
+    def arrivals(self) -> list[dict[str, Any]]:
+        """``GET /_sandbox/arrivals``: every ``/V1`` arrival since the last reset, oldest first
+        (``{"at": seconds since the reset, "method", "target": path and query}``)."""
+        return self._admin("GET", "arrivals")
+
     def reset(self) -> None:
         """``POST /_sandbox/reset``: clear documents, accounts, tokens and stats (keeps configuration)."""
         self._admin("POST", "reset")

@@ -121,6 +121,22 @@ def test_state_counts_max_requests_in_any_second():
     assert state.stats["max_requests_in_any_second"] == 1
 
 
+def test_state_lists_its_arrivals_since_the_last_reset():
+    clock = FakeClock(10.0)
+    state = _state(clock)
+    clock.now = 10.5
+    state.enter("POST", "/V1/auth")
+    state.reset()
+    clock.now = 12.0
+    state.enter("GET", "/V1/documents?reference_code=5&reference_number=TX-1")
+    clock.now = 12.25
+    state.enter("POST", "/V1/documents")
+    assert state.arrival_view() == [
+        {"at": 1.5, "method": "GET", "target": "/V1/documents?reference_code=5&reference_number=TX-1"},
+        {"at": 1.75, "method": "POST", "target": "/V1/documents"},
+    ]
+
+
 def test_state_token_expiry_follows_the_injected_clock():
     clock = FakeClock()
     state = _state(clock, token_ttl=60)
@@ -204,8 +220,20 @@ def test_max_requests_in_any_second_over_http(manual_sandbox):
         sb.stats(), sb.faults(), sb.documents()  # admin calls are not /V1 requests
     assert sb.stats()["max_requests_in_any_second"] == 9
     assert sb.stats()["requests_total"] == 14
+    arrivals = sb.arrivals()  # what was counted, call by call (admin calls not among them)
+    assert len(arrivals) == 14
+    assert [(a["method"], a["target"]) for a in arrivals[:5]] == [
+        ("POST", "/V1/auth"),
+        ("GET", "/V1/documents"),
+        ("GET", "/V1/documents/1000"),
+        ("GET", "/V1/nothing"),
+        ("GET", "/V1/accounts/1"),
+    ]
+    offsets = [0.0] + [0.5] * 3 + [1.0] * 2 + [1.2] * 4  # seconds of the sandbox clock after the first
+    assert [round(a["at"] - arrivals[0]["at"], 3) for a in arrivals[4:]] == offsets
     sb.reset()
     assert sb.stats()["max_requests_in_any_second"] == 0
+    assert sb.arrivals() == []
 
 
 def test_rate_limited_requests_count_in_the_window(manual_sandbox):
