@@ -124,6 +124,7 @@ RESULT_COLUMNS = (
 )
 #: Figures of the non-issuance lines, shown in the ``other`` column of ``results.md``.
 OTHER_FIGURES = (
+    "rate_budget_margin_seconds",
     "client_max_posts_in_any_second",
     "load_average_5m",
     "dag_import_seconds",
@@ -348,6 +349,8 @@ def bench_env(
     extra = {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}
     if args.max_in_flight:
         extra["AIRFLOW__KOYWE__MAX_IN_FLIGHT"] = str(args.max_in_flight)
+    if args.margin is not None:
+        extra["AIRFLOW__KOYWE__RATE_BUDGET_MARGIN_SECONDS"] = str(args.margin)
     if dags_folder is not None:
         extra["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags_folder)
     base = airflow_env(
@@ -389,7 +392,9 @@ def issue_through_airflow(args, scenario: Scenario, home: Path, inbox: Path, san
     issue = [ti for ti in tis if ti["task_id"] == "issue"]
     not_ok = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in tis if ti["state"] != "success"]
     window = post_window(database_url)
+    senders = create_senders(database_url, {run_id: DAG_ID})
     return {
+        "arrivals": arrival_summary(sandbox.arrivals(), scenario.rate_limit, senders),
         "run_state": run["state"],
         "failed_tasks": not_ok,
         "run_seconds": (_when(run["end_date"]) - _when(run["start_date"])).total_seconds(),
@@ -440,10 +445,13 @@ def run_issuance(args, scenario: Scenario, tmp_path: Path) -> dict:
         "duplicate_references": stats["duplicate_references"],
         "max_requests_in_any_second": stats["max_requests_in_any_second"],
         "client_max_posts_in_any_second": issued.get("client_max_posts_in_any_second"),
+        "windows_over_rate": issued["arrivals"]["windows_over_rate"],
+        "busiest_window": issued["arrivals"]["busiest_window"],
         "max_in_flight": stats["max_in_flight"],
         "documents_created": stats["documents_created"],
         "posts": issued["posts"],
         "max_in_flight_setting": args.max_in_flight or "default",
+        "rate_budget_margin_seconds": "default" if args.margin is None else args.margin,
         "engine": engine_label(),
         "run_state": issued["run_state"],
         "failed_tasks": issued["failed_tasks"],
@@ -787,6 +795,7 @@ def run_mixed(args, scenario: Scenario, tmp_path: Path) -> dict:
         "posts": window["posts"],
         "sensor_document_ids": seeded.sensor_document_ids,
         "max_in_flight_setting": args.max_in_flight or "default",
+        "rate_budget_margin_seconds": "default" if args.margin is None else args.margin,
         "engine": engine_label(),
         "run_states": states,
         "failed_tasks": not_ok,
@@ -946,6 +955,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingest-documents", type=int, default=100_000, help="documents of ingest_memory")
     parser.add_argument(
         "--ingest-1m-documents", type=int, default=1_000_000, help="documents of ingest_1m (one file)"
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="[koywe] rate_budget_margin_seconds (default: the project's)",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--redis-db", type=int, default=7, help="Redis database of the Celery broker")
