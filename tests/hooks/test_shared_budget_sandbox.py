@@ -51,3 +51,44 @@ def test_two_processes_share_one_budget(koywe_conn, clean_sandbox, tmp_path):
     assert sum(calls) == 2 * CALLS_EACH and stats["auth_calls"] == 1
     assert stats["rate_limited"] == 0
     assert stats["max_requests_in_any_second"] <= RATE
+
+
+class _CountingBudget:
+    """The hook's budget with its grants counted (the real in-process budget underneath)."""
+
+    def __init__(self, rate: float) -> None:
+        from koywe_provider.hooks.rate_budget import InProcessBudget
+
+        self.inner = InProcessBudget(rate)
+        self.margin_seconds = self.inner.margin_seconds
+        self.grants = 0
+
+    def acquire(self, weight: int = 1, timeout: float | None = None) -> float:
+        waited = self.inner.acquire(weight, timeout=timeout)
+        self.grants += 1
+        return waited
+
+
+def test_a_reserved_token_leaves_at_its_lead_and_a_stale_one_is_replaced(koywe_conn, clean_sandbox):
+    """A fenced send's token is used ``lead`` after its grant (never earlier); when the sender comes
+    back later than lead + margin (its thread did not run), the stale token is not used: a fresh one is
+    taken, so a stalled thread cannot send in the same second as the grants that came after it."""
+    import time
+
+    from koywe_provider.hooks.token_store import MemoryTokenStore
+
+    hook = KoyweHook(koywe_conn("koywe_lead", requests_per_second=50), token_store=MemoryTokenStore())
+    hook.get_token()
+    budget = _CountingBudget(50)
+    hook.__dict__["budget"] = budget
+
+    hook.reserve_request(timeout=30, lead=0.2)
+    granted = time.monotonic()
+    list(hook.list_documents(per_page=1))  # comes at once: waits for its send time
+    assert time.monotonic() - granted >= 0.2 and budget.grants == 1
+
+    hook.reserve_request(timeout=30, lead=0.0)
+    time.sleep(0.3)  # a stalled sender: far past the 20 ms margin
+    list(hook.list_documents(per_page=1))
+    assert budget.grants == 3  # the stale token was replaced, not used
+    assert clean_sandbox.stats()["list_calls"] == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
 from functools import cached_property
@@ -35,6 +36,7 @@ from koywe_provider.exceptions import (
 )
 from koywe_provider.hooks.rate_budget import (
     RateBudget,
+    RateBudgetTimeout,
     budget_for,
     budget_key,
     margin_from_config,
@@ -152,6 +154,8 @@ class KoyweHook(HttpHook):
         self._shared_state_url = shared_state_url
         self._consecutive_429s = 0
         self._reserved = 0  # budget tokens taken ahead by reserve_request() for the next requests
+        self._send_at: float | None = None  # monotonic: when the reserved request is due to leave
+        self._reserve_deadline: float | None = None  # monotonic: the reserved request's latest start
         self._session: Session | None = None
         self.calls = 0  # HTTP requests this hook sent (auth included); cheap observability for reports
 
@@ -255,23 +259,56 @@ class KoyweHook(HttpHook):
             margin_seconds=margin_from_config(),
         )
 
-    def reserve_request(self, *, timeout: float | None = None) -> float:
+    def reserve_request(self, *, timeout: float | None = None, lead: float = 0.0) -> float:
         """Take one token of the shared budget now, for the next request this hook sends (which then
         takes none). A fenced send takes its token first, then checks its lease, then sends, so no
         budget wait can fall between the lease check and the POST.
 
-        :param timeout: seconds at most to wait for the token.
+        The request then leaves ``lead`` seconds after the grant (it waits if it comes earlier), so
+        that what happens in between (the fence's UPDATE) does not move it on the wire. A request that
+        comes later than ``lead`` + the budget's margin (this thread did not run for a while) does not
+        use the stale token, which could now share a second with the grants that came after it: it takes
+        a fresh one, within what is left of ``timeout``.
+
+        :param timeout: seconds at most to wait for the token (and for a fresh one).
+        :param lead: seconds between the grant and the request leaving.
         :return: seconds waited.
         :raises RateBudgetTimeout: no token within ``timeout`` (``retry_after``: when one may come).
         """
+        started = time.monotonic()
         waited = self.budget.acquire(timeout=timeout)
         self._reserved += 1
+        self._send_at = time.monotonic() + max(0.0, lead)
+        self._reserve_deadline = None if timeout is None else started + timeout
         return waited
+
+    def _use_reservation(self, what: str) -> None:
+        """Spend the reserved token: wait for its send time, or replace it when it went stale."""
+        self._reserved -= 1
+        send_at, self._send_at = self._send_at, None
+        if send_at is None:
+            return
+        late = time.monotonic() - send_at
+        if late < 0:
+            time.sleep(-late)
+            return
+        if late <= self.budget.margin_seconds:
+            return
+        deadline = self._reserve_deadline
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self.log.debug("%s: the reserved token is %.0f ms stale; taking a fresh one", what, late * 1000)
+        try:
+            self.budget.acquire(timeout=timeout)
+        except RateBudgetTimeout as err:
+            raise KoyweTransientError(
+                f"{what}: not sent (the shared Koywe rate budget had no fresh token in time: {err})"
+            ) from err
 
     def release_reservation(self) -> None:
         """Give up a token taken by :meth:`reserve_request` that no request used (it is not refunded to
         the budget: the budget only ever errs on the side of fewer requests)."""
         self._reserved = max(0, self._reserved - 1)
+        self._send_at = None
 
     def pause_for_rate_limit(self, err: KoyweRateLimitedError, *, rng: Any = None) -> float:
         """After a 429: pause the shared budget for every process, ``max(30 s, Retry-After)`` doubling per
@@ -399,7 +436,7 @@ class KoyweHook(HttpHook):
         headers = {"Authorization": f"Bearer {token}"} if authenticated else {}
         self.method = method
         if self._reserved:
-            self._reserved -= 1
+            self._use_reservation(f"{method} /{endpoint}")
         else:
             self.budget.acquire()
         self.calls += 1

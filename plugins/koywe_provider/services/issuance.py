@@ -404,11 +404,12 @@ class Issuer:
             # The fence: the rate token first, then (one UPDATE) "still ours? extend the lease", then
             # the POST. No wait can fall between the lease check and the send.
             try:
-                self.hook.reserve_request(timeout=self._time_left(lease_until))
+                self.hook.reserve_request(
+                    timeout=self._time_left(lease_until), lead=self.policy.send_lead_seconds
+                )
             except RateBudgetTimeout as err:
                 self._budget_exhausted(doc, err, outcome)
                 return
-            granted = time.monotonic()
             try:
                 sent = self.ledger.mark_sent(doc.pk, owner=self.owner, lease_seconds=self.lease_seconds)
             except LeaseLostError:
@@ -416,9 +417,6 @@ class Issuer:
                 outcome.skipped += 1  # another run took the row over: it will look it up first
                 return
             lease_until = datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
-            lead = granted + self.policy.send_lead_seconds - time.monotonic()
-            if lead > 0:
-                time.sleep(lead)  # the grant's spacing on the wire (a few ms: never the injected sleep)
             started = time.monotonic()
             try:
                 document = self.hook.create_document(doc.payload or {}, reference=doc.koywe_reference)
