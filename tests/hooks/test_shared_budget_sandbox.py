@@ -25,7 +25,11 @@ def _call_koywe(conn_id: str, store_url: str, base_url: str, api_user: str, star
     done.put(hook.calls)
 
 
-def test_two_processes_share_one_budget(koywe_conn, clean_sandbox, tmp_path):
+def test_two_processes_share_one_budget(koywe_conn, clean_sandbox, tmp_path, monkeypatch):
+    # The sandbox counts arrivals, a few ms after each grant; on a busy two-core CI machine that delay
+    # varies by more than the default 20 ms margin, so this strict check (never over R in any second)
+    # runs with the margin a deployment sets for such jitter ([koywe] rate_budget_margin_seconds).
+    monkeypatch.setenv("AIRFLOW__KOYWE__RATE_BUDGET_MARGIN_SECONDS", "0.05")
     conn_id = koywe_conn("koywe_budget", requests_per_second=RATE)
     store_url = f"sqlite:///{tmp_path / 'shared.db'}"
     base_url, api_user = clean_sandbox.base_url, clean_sandbox.credentials["username"]

@@ -60,6 +60,10 @@ def internal_references(document: dict) -> list[str]:
     ]
 
 
+#: ``[koywe] rate_budget_margin_seconds`` of the topology tests: wider than the default for a busy CI.
+CI_MARGIN_SECONDS = 0.05
+
+
 @pytest.fixture(scope="module")
 def celery_run(tmp_path_factory):
     """One run of the DAG on the native Celery topology: (sandbox stats, documents, task instances, ledger url)."""
@@ -77,6 +81,8 @@ def celery_run(tmp_path_factory):
             credentials=sandbox.credentials,
             ledger_url=database_url,
             requests_per_second=RATE_LIMIT,
+            # The margin sized to a busy two-core CI machine's grant-to-arrival jitter (see below).
+            extra={"AIRFLOW__KOYWE__RATE_BUDGET_MARGIN_SECONDS": str(CI_MARGIN_SECONDS)},
         )
         env = topology_env(base, database_url=database_url, broker_url=broker_url)
         setup(env)
@@ -135,10 +141,10 @@ def test_every_valid_document_issued_exactly_once(celery_run):
 def test_two_workers_together_stay_within_the_one_rate_budget(celery_run):
     # Workers on two "hosts" share the budget through the ledger's PostgreSQL database: together they
     # never go over the connection's rate (the sandbox refuses with 429 above it), whatever the pool.
-    # Without sharing, two workers would reach 2 R. The budget grants at most R per second, evenly
-    # spaced; on a saturated two-core machine one request's delay between its grant and its arrival
-    # (the fence's lease UPDATE) was once seen to move it into the next second (9 at R = 8, 1 run of 3
-    # with both cores busy), hence R + 1 here. Tightening that is open work of the rate-budget issue.
+    # Without sharing, two workers would reach 2 R. The budget grants at most R per 1 s + margin,
+    # spaced; a request still reaches Koywe some ms after its grant, and on a saturated two-core machine
+    # that delay varies by tens of ms (measured in benchmarks/results.md), beyond the default 20 ms
+    # margin. This run uses a 50 ms margin, and R + 1 still allows one such late arrival.
     stats = celery_run["stats"]
     assert stats["rate_limited"] == 0
     assert stats["max_requests_in_any_second"] <= RATE_LIMIT + 1
