@@ -546,22 +546,12 @@ def seed_retry_rows(database_url: str, inbox_file: Path, sandbox, *, sent_before
             planted.append(str(document["document_id"]))
             if item.account_id == chile:
                 chile_documents.append(str(document["document_id"]))
-            if n % 2:
-                ledger.mark_retryable(
-                    pk,
-                    owner=SEED_OWNER,
-                    error="HTTP 503 Service Unavailable",
-                    error_class="server_error",
-                    next_attempt_at=due,
-                )
-            else:
-                ledger.mark_unknown(
-                    pk,
-                    owner=SEED_OWNER,
-                    error="ReadTimeout after 30 s",
-                    error_class="timeout",
-                    next_attempt_at=due,
-                )
+            mark, error, error_class = (
+                (ledger.mark_retryable, "HTTP 503 Service Unavailable", "server_error")
+                if n % 2
+                else (ledger.mark_unknown, "ReadTimeout after 30 s", "timeout")
+            )
+            mark(pk, owner=SEED_OWNER, error=error, error_class=error_class, next_attempt_at=due)
             sent.append(item.reference)
     finally:
         ledger.dispose()

@@ -283,20 +283,30 @@ class Issuer:
         due_before: datetime | None,
         outcome: BatchOutcome,
     ) -> None:
+        claimed = self._claim_one(states, due_before, pk, pk)
+        if claimed is None:
+            outcome.skipped += 1
+            return
+        self.issue_one(claimed, outcome)
+
+    def _claim_one(
+        self,
+        states: Collection[str | DocumentState],
+        due_before: datetime | None,
+        first_id: int,
+        last_id: int,
+    ) -> ClaimedDocument | None:
         # One row at a time, so every lease starts when its row is handled.
         claimed = self.ledger.claim_next(
             owner=self.owner,
             limit=1,
             states=states,
             due_before=due_before,
-            first_id=pk,
-            last_id=pk,
+            first_id=first_id,
+            last_id=last_id,
             lease_seconds=self.lease_seconds,
         )
-        if not claimed:
-            outcome.skipped += 1
-            return
-        self.issue_one(claimed[0], outcome)
+        return claimed[0] if claimed else None
 
     def _steal(
         self,
@@ -308,18 +318,10 @@ class Issuer:
         """Claim and issue the lowest claimable row of the window, one at a time, until none is left."""
         (first_id, last_id), due_before = steal
         while stop is None or not stop.is_set():
-            claimed = self.ledger.claim_next(
-                owner=self.owner,
-                limit=1,
-                states=states,
-                due_before=due_before,
-                first_id=first_id,
-                last_id=last_id,
-                lease_seconds=self.lease_seconds,
-            )
-            if not claimed:
+            claimed = self._claim_one(states, due_before, first_id, last_id)
+            if claimed is None:
                 return
-            self.issue_one(claimed[0], outcome)
+            self.issue_one(claimed, outcome)
 
     def _issue_concurrently(
         self,
