@@ -67,10 +67,10 @@ class _CountingBudget:
         self.margin_seconds = self.inner.margin_seconds
         self.grants = 0
 
-    def acquire(self, weight: int = 1, timeout: float | None = None) -> float:
-        waited = self.inner.acquire(weight, timeout=timeout)
+    def acquire_at(self, weight: int = 1, timeout: float | None = None) -> float:
+        granted_at = self.inner.acquire_at(weight, timeout=timeout)
         self.grants += 1
-        return waited
+        return granted_at
 
 
 def test_a_reserved_token_leaves_at_its_lead_and_a_stale_one_is_replaced(koywe_conn, clean_sandbox):
@@ -95,4 +95,56 @@ def test_a_reserved_token_leaves_at_its_lead_and_a_stale_one_is_replaced(koywe_c
     time.sleep(0.3)  # a stalled sender: far past the 20 ms margin
     list(hook.list_documents(per_page=1))
     assert budget.grants == 3  # the stale token was replaced, not used
+    assert clean_sandbox.stats()["list_calls"] == 2
+
+
+def test_every_call_leaves_its_lead_after_its_grant(koywe_conn, clean_sandbox, monkeypatch):
+    """Unfenced calls (reads, lists, the triggerer's async calls) leave the same lead after their grant
+    as fenced sends do: were they sent at once, they would reach Koywe ``lead`` earlier than the POSTs
+    granted around them and could share a second with one more of them (the mixed-DAG bursts)."""
+    import asyncio
+    import time
+
+    import httpx
+    import requests
+
+    from koywe_provider.hooks.token_store import MemoryTokenStore
+
+    hook = KoyweHook(koywe_conn("koywe_lead_all", requests_per_second=50), token_store=MemoryTokenStore())
+    hook.get_token()
+    budget = _CountingBudget(50)
+    granted: list[float] = []
+    acquire_at = budget.acquire_at
+
+    def recording_acquire_at(weight: int = 1, timeout: float | None = None) -> float:
+        granted.append(acquire_at(weight, timeout))
+        return granted[-1]
+
+    async def aacquire_at(weight: int = 1, timeout: float | None = None) -> float:
+        return recording_acquire_at(weight, timeout)
+
+    budget.acquire_at = recording_acquire_at
+    budget.aacquire_at = aacquire_at
+    hook.__dict__["budget"] = budget
+    hook.__dict__["send_lead_seconds"] = 0.15
+    sent: list[float] = []
+    send = requests.Session.send
+
+    def recording_send(session, *args, **kwargs):
+        sent.append(time.monotonic())
+        return send(session, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", recording_send)
+    list(hook.list_documents(per_page=1))
+    assert len(granted) == len(sent) == 1 and sent[0] - granted[0] >= 0.15
+
+    request = httpx.AsyncClient.request
+
+    async def recording_request(client, *args, **kwargs):
+        sent.append(time.monotonic())
+        return await request(client, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "request", recording_request)
+    asyncio.run(hook.acall("GET", "documents", params={"page": 1, "per_page": 1}))
+    assert len(granted) == len(sent) == 2 and sent[1] - granted[1] >= 0.15
     assert clean_sandbox.stats()["list_calls"] == 2

@@ -42,6 +42,7 @@ from koywe_provider.hooks.rate_budget import (
     margin_from_config,
     rate_limit_max_wait_from_config,
     rate_limit_wait_seconds,
+    send_lead_from_config,
 )
 from koywe_provider.hooks.token_store import (
     CachedToken,
@@ -65,6 +66,8 @@ DEFAULT_REQUESTS_PER_SECOND = 5.0
 DEFAULT_TIMEOUT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 TOKEN_REFRESH_MARGIN_SECONDS = 300.0
+#: A request whose token went stale this many times in a row is sent with the last one (and a warning).
+MAX_STALE_TOKENS = 10
 
 # Connection extras that configure the hook; they must never become HTTP headers (HttpHook turns
 # unknown extras into headers, which would send the client secret with every request).
@@ -155,6 +158,8 @@ class KoyweHook(HttpHook):
         self._consecutive_429s = 0
         self._reserved = 0  # budget tokens taken ahead by reserve_request() for the next requests
         self._send_at: float | None = None  # monotonic: when the reserved request is due to leave
+        self._lead = 0.0  # seconds between the reserved token's grant and its request leaving
+        self._sending = ""  # "METHOD /endpoint" of the request being sent (for messages)
         self._reserve_deadline: float | None = None  # monotonic: the reserved request's latest start
         self._session: Session | None = None
         self.calls = 0  # HTTP requests this hook sent (auth included); cheap observability for reports
@@ -172,6 +177,7 @@ class KoyweHook(HttpHook):
             "timeout",
             "shared_state_url",
             "token_store",
+            "send_lead_seconds",
         ):
             if name in self.__dict__:  # already resolved here: no second read of the connection
                 twin.__dict__[name] = self.__dict__[name]
@@ -259,50 +265,90 @@ class KoyweHook(HttpHook):
             margin_seconds=margin_from_config(),
         )
 
-    def reserve_request(self, *, timeout: float | None = None, lead: float = 0.0) -> float:
+    @cached_property
+    def send_lead_seconds(self) -> float:
+        """Seconds between a request's grant and its leaving, the same for every call of every process
+        (``[koywe] send_lead_seconds``, default 0.05): what runs in between (a fenced send's UPDATE, a
+        thread hand-off) then does not move a request on the wire relative to the others."""
+        return send_lead_from_config()
+
+    def reserve_request(self, *, timeout: float | None = None, lead: float | None = None) -> float:
         """Take one token of the shared budget now, for the next request this hook sends (which then
         takes none). A fenced send takes its token first, then checks its lease, then sends, so no
-        budget wait can fall between the lease check and the POST.
+        budget wait can fall between the lease check and the POST. Every other call reserves its
+        token the same way just before sending.
 
         The request then leaves ``lead`` seconds after the grant (it waits if it comes earlier), so
-        that what happens in between (the fence's UPDATE) does not move it on the wire. A request that
-        comes later than ``lead`` + the budget's margin (this thread did not run for a while) does not
-        use the stale token, which could now share a second with the grants that came after it: it takes
-        a fresh one, within what is left of ``timeout``.
+        that what happens in between does not move it on the wire: fenced and unfenced calls keep the
+        budget's spacing. A request that comes later than ``lead`` + the budget's margin (this thread
+        did not run for a while) does not use the stale token, which could now share a second with the
+        grants that came after it: it takes a fresh one, within what is left of ``timeout``.
 
         :param timeout: seconds at most to wait for the token (and for a fresh one).
-        :param lead: seconds between the grant and the request leaving.
+        :param lead: seconds between the grant and the request leaving; default
+            :attr:`send_lead_seconds` (a different lead for some calls only skews them against the rest).
         :return: seconds waited.
         :raises RateBudgetTimeout: no token within ``timeout`` (``retry_after``: when one may come).
         """
         started = time.monotonic()
-        waited = self.budget.acquire(timeout=timeout)
+        granted_at = self.budget.acquire_at(timeout=timeout)
         self._reserved += 1
-        self._send_at = time.monotonic() + max(0.0, lead)
+        self._lead = self.send_lead_seconds if lead is None else max(0.0, lead)
+        self._send_at = granted_at + self._lead
         self._reserve_deadline = None if timeout is None else started + timeout
-        return waited
+        return time.monotonic() - started
 
     def _use_reservation(self, what: str) -> None:
-        """Spend the reserved token: wait for its send time, or replace it when it went stale."""
+        """Spend the reserved token: wait for its send time, or replace it when it went stale.
+
+        :raises KoyweTransientError: the token went stale and no fresh one came within the
+            reservation's timeout (nothing was sent).
+        """
         self._reserved -= 1
         send_at, self._send_at = self._send_at, None
         if send_at is None:
             return
-        late = time.monotonic() - send_at
-        if late < 0:
-            time.sleep(-late)
-            return
-        if late <= self.budget.margin_seconds:
-            return
-        deadline = self._reserve_deadline
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        self.log.debug("%s: the reserved token is %.0f ms stale; taking a fresh one", what, late * 1000)
-        try:
-            self.budget.acquire(timeout=timeout)
-        except RateBudgetTimeout as err:
-            raise KoyweTransientError(
-                f"{what}: not sent (the shared Koywe rate budget had no fresh token in time: {err})"
-            ) from err
+        for stale in range(MAX_STALE_TOKENS + 1):
+            early = send_at - time.monotonic()
+            if early > 0:
+                time.sleep(early)
+            late = time.monotonic() - send_at
+            if late <= self.budget.margin_seconds:
+                return
+            if stale == MAX_STALE_TOKENS:
+                self.log.warning(
+                    "%s: %d rate tokens in a row went stale before this thread could send (an "
+                    "overloaded machine); sending with the last one",
+                    what,
+                    stale + 1,
+                )
+                return
+            deadline = self._reserve_deadline
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.log.debug("%s: the reserved token is %.0f ms stale; taking a fresh one", what, late * 1000)
+            try:
+                send_at = self.budget.acquire_at(timeout=timeout) + self._lead
+            except RateBudgetTimeout as err:
+                raise KoyweTransientError(
+                    f"{what}: not sent (the shared Koywe rate budget had no fresh token in time: {err})"
+                ) from err
+
+    async def _await_send_slot(self) -> None:
+        """:meth:`reserve_request` then :meth:`_use_reservation` for asyncio (the triggerer): a token,
+        then its send time (grant + :attr:`send_lead_seconds`), a fresh token when that went stale."""
+        import asyncio
+
+        lead, margin = self.send_lead_seconds, self.budget.margin_seconds
+        for _ in range(MAX_STALE_TOKENS + 1):
+            send_at = await self.budget.aacquire_at() + lead
+            early = send_at - time.monotonic()
+            if early > 0:
+                await asyncio.sleep(early)
+            if time.monotonic() - send_at <= margin:
+                return
+        self.log.warning(
+            "%d rate tokens in a row went stale in the event loop; sending", MAX_STALE_TOKENS + 1
+        )
 
     def release_reservation(self) -> None:
         """Give up a token taken by :meth:`reserve_request` that no request used (it is not refunded to
@@ -346,6 +392,31 @@ class KoyweHook(HttpHook):
             )
             self._session = session
         return self._session
+
+    def run_and_check(self, session: Session, prepped_request: Any, extra_options: dict[Any, Any]) -> Any:
+        """:class:`HttpHook`'s send, with the reserved rate token spent at the last moment: the request
+        is prepared and the session's settings merged first, then the hook waits for the token's send
+        time (or replaces a stale token), then the request goes out. Nothing slower than a socket write
+        falls between the stale check and the wire."""
+        settings = session.merge_environment_settings(
+            prepped_request.url,
+            proxies=session.proxies,
+            stream=session.stream,
+            verify=session.verify,
+            cert=session.cert,
+        )
+        send_kwargs: dict[str, Any] = {
+            "timeout": extra_options.get("timeout"),
+            "allow_redirects": extra_options.get("allow_redirects", True),
+            **settings,
+        }
+        if self._reserved:
+            self._use_reservation(self._sending)
+        self.calls += 1
+        response = session.send(prepped_request, **send_kwargs)
+        if extra_options.get("check_response", True):
+            self.check_response(response)
+        return response
 
     def _configure_session_from_auth(self, session: Session, connection) -> Session:
         # login/password are the API user for POST /auth, not HTTP basic credentials.
@@ -435,11 +506,9 @@ class KoyweHook(HttpHook):
         """Send one paced request; map ``requests`` failures to Koywe exceptions (never retries)."""
         headers = {"Authorization": f"Bearer {token}"} if authenticated else {}
         self.method = method
-        if self._reserved:
-            self._use_reservation(f"{method} /{endpoint}")
-        else:
-            self.budget.acquire()
-        self.calls += 1
+        if not self._reserved:
+            self.reserve_request()
+        self._sending = f"{method} /{endpoint}"  # run_and_check spends the token just before the send
         extra_options = {"check_response": False, "timeout": (CONNECT_TIMEOUT_SECONDS, self.timeout)}
         try:
             if method == "GET":
@@ -742,6 +811,7 @@ class KoyweHook(HttpHook):
                 self._set_base_url(self.connection)
             token = self._token(min_seconds_left=TOKEN_REFRESH_MARGIN_SECONDS, failed=failed)
             self.budget  # opened here, off the event loop  # noqa: B018
+            self.send_lead_seconds  # noqa: B018
             return self.base_url, token.access_token
 
         base_url, token = await sync_to_async(prepare, thread_sensitive=False)(None)
@@ -749,7 +819,7 @@ class KoyweHook(HttpHook):
         timeout = httpx.Timeout(self.timeout, connect=CONNECT_TIMEOUT_SECONDS)
         async with httpx.AsyncClient(timeout=timeout, headers=headers, trust_env=False) as client:
             for attempt in range(2):
-                await self.budget.aacquire()
+                await self._await_send_slot()
                 self.calls += 1
                 try:
                     response = await client.request(

@@ -18,7 +18,7 @@ store URL                                      budget state
 
 The algorithm is the library's sliding-window log: at most ``limit`` acquisitions in any window of
 ``interval`` (:func:`window_for`: ``limit = floor(rate)`` per ``1 s + margin`` for rates >= 1, one per
-``1 / rate s + margin`` below that). The margin (default 50 ms) absorbs the time between the check
+``1 / rate s + margin`` below that). The margin (default 20 ms) absorbs the time between the check
 and the moment the request really leaves. Each check is one atomic step under the store's own lock
 (the timestamp is read inside it), so the promise holds under contention; when the window is full the
 library's ``Decision.retry_after_ms`` says how long to sleep before the next check.
@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 #: Added to every window (seconds): the slack between a granted check and the request leaving.
 #: ``[koywe] rate_budget_margin_seconds``; the long-run rate is ``R / (1 + margin)`` (0.98 R at 20 ms).
 DEFAULT_MARGIN_SECONDS = 0.02
+#: ``[koywe] send_lead_seconds`` when unset: every request leaves this long after its grant (seconds).
+DEFAULT_SEND_LEAD_SECONDS = 0.05
 #: Koywe's minimum wait after a 429 (seconds, seed ``000_…``).
 RATE_LIMIT_FLOOR_SECONDS = 30.0
 #: Default of ``[koywe] rate_limit_max_wait_seconds``: the longest wait after a 429 (seconds).
@@ -183,6 +185,21 @@ def margin_from_config() -> float:
     value = conf.getfloat("koywe", "rate_budget_margin_seconds", fallback=DEFAULT_MARGIN_SECONDS)
     if not 0 <= value < 1:
         raise ValueError(f"[koywe] rate_budget_margin_seconds must be >= 0 and < 1, got {value!r}")
+    return value
+
+
+def send_lead_from_config() -> float:
+    """``[koywe] send_lead_seconds`` from Airflow's configuration (default 0.05 s).
+
+    Every Koywe request leaves this long after its grant, whatever ran in between (a fenced send's
+    UPDATE, a thread hand-off), so fenced and unfenced calls keep the budget's spacing on the wire.
+    Call at task run time, never at DAG parse time. Raises ``ValueError`` for a value outside [0, 1).
+    """
+    from airflow.sdk import conf
+
+    value = conf.getfloat("koywe", "send_lead_seconds", fallback=DEFAULT_SEND_LEAD_SECONDS)
+    if not 0 <= value < 1:
+        raise ValueError(f"[koywe] send_lead_seconds must be >= 0 and < 1, got {value!r}")
     return value
 
 
@@ -582,8 +599,9 @@ class RateBudget:
                 f"weight {weight} can never fit a budget of {self.limit} per {self.interval_seconds:g} s"
             )
 
-    def _attempt(self, weight: int, lock_timeout: float | None) -> tuple[float, bool] | None:
-        """One atomic check: ``None`` when granted, else ``(seconds to wait, paused)``.
+    def _attempt(self, weight: int, lock_timeout: float | None) -> tuple[float, bool] | float:
+        """One atomic check: the grant's ``time.monotonic()`` when granted, else ``(seconds to wait,
+        paused)``.
 
         Nothing but the check itself runs between reading the store's clock and the grant (the pause
         is read first, old entries are removed before), and a grant that took longer than the
@@ -597,6 +615,7 @@ class RateBudget:
             with backend.locked(lock_timeout):
                 paused = backend.get_pause_ms()
                 checked = time.perf_counter()
+                granted_at = time.monotonic()
                 now = backend.now_ms()
                 if paused is not None and paused > now:
                     return (paused - now) / 1000, True
@@ -609,7 +628,8 @@ class RateBudget:
                         if paused is not None and paused > now:
                             # Granted while a pause was being set: the token is spent, not used.
                             return max(0, paused - backend.now_ms()) / 1000, True
-                    return self._timely(time.perf_counter() - checked)
+                    late = self._timely(time.perf_counter() - checked)
+                    return granted_at if late is None else late
             wait_ms = decision.retry_after_ms
             if wait_ms is None:
                 # The library's own estimate (e.g. PostgreSQL answered "table busy", not "window full").
@@ -676,9 +696,20 @@ class RateBudget:
         next token cannot come within it, raises :class:`RateBudgetTimeout` at once (its
         ``retry_after`` says when it would). Raises ``ValueError`` for a weight above :attr:`limit`.
         """
+        if weight == 0:
+            self._check_weight(weight)
+            return 0.0
+        started = self._monotonic()
+        self.acquire_at(weight, timeout)
+        return self._monotonic() - started
+
+    def acquire_at(self, weight: int = 1, timeout: float | None = None) -> float:
+        """:meth:`acquire`, returning when the grant was made (``time.monotonic()``, read inside the
+        store's check) rather than the wait: a caller that sends later than that by more than
+        :attr:`margin_seconds` knows its token went stale. Same semantics and errors."""
         self._check_weight(weight)
         if weight == 0:
-            return 0.0
+            return time.monotonic()
         started = self._monotonic()
         deadline = None if timeout is None else started + max(0.0, timeout)
         if not self._poller.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
@@ -690,8 +721,8 @@ class RateBudget:
                     outcome = self._attempt(weight, self._lock_timeout(deadline))
                 except TimeoutError:
                     outcome = (0.005, False)
-                if outcome is None:
-                    return self._monotonic() - started
+                if not isinstance(outcome, tuple):
+                    return outcome
                 wait, paused = outcome
                 self._last_wait = wait
                 remaining = self._remaining(deadline)
@@ -705,9 +736,18 @@ class RateBudget:
     async def aacquire(self, weight: int = 1, timeout: float | None = None) -> float:
         """:meth:`acquire` for asyncio (the triggerer): checks run in a worker thread, waits are
         ``asyncio.sleep``, so the event loop never blocks. Same semantics, errors and return value."""
+        if weight == 0:
+            self._check_weight(weight)
+            return 0.0
+        started = self._monotonic()
+        await self.aacquire_at(weight, timeout)
+        return self._monotonic() - started
+
+    async def aacquire_at(self, weight: int = 1, timeout: float | None = None) -> float:
+        """:meth:`acquire_at` for asyncio: returns the grant's ``time.monotonic()``."""
         self._check_weight(weight)
         if weight == 0:
-            return 0.0
+            return time.monotonic()
         started = self._monotonic()
         deadline = None if timeout is None else started + max(0.0, timeout)
         while True:
@@ -715,8 +755,8 @@ class RateBudget:
                 outcome = await self._aattempt(weight, self._lock_timeout(deadline))
             except TimeoutError:
                 outcome = (0.005, False)
-            if outcome is None:
-                return self._monotonic() - started
+            if not isinstance(outcome, tuple):
+                return outcome
             wait, paused = outcome
             remaining = self._remaining(deadline)
             if remaining is not None and wait > remaining:
@@ -724,7 +764,7 @@ class RateBudget:
                 raise self._timeout(weight, wait, paused, timeout)
             await asyncio.sleep(wait)
 
-    async def _aattempt(self, weight: int, lock_timeout: float | None) -> tuple[float, bool] | None:
+    async def _aattempt(self, weight: int, lock_timeout: float | None) -> tuple[float, bool] | float:
         return await asyncio.to_thread(self._attempt, weight, lock_timeout)
 
     # -- pausing ---------------------------------------------------------------------------------
@@ -805,7 +845,7 @@ class InProcessBudget(RateBudget):
             backend, key, rate_per_second, margin_seconds=margin_seconds, sleep=sleep, monotonic=clock
         )
 
-    async def _aattempt(self, weight: int, lock_timeout: float | None) -> tuple[float, bool] | None:
+    async def _aattempt(self, weight: int, lock_timeout: float | None) -> tuple[float, bool] | float:
         return self._attempt(weight, lock_timeout)  # memory only: no I/O, no thread needed
 
 

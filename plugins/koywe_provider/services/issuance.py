@@ -98,8 +98,6 @@ log = logging.getLogger(__name__)
 CONTENT_MISMATCH_ALARM = "ContentMismatchAlarm"
 #: Seconds a lease must still have beyond one request's timeout before another POST is sent.
 LEASE_MARGIN_SECONDS = 5.0
-#: ``[koywe] send_lead_seconds`` when unset: a POST leaves this long after its rate token was granted.
-DEFAULT_SEND_LEAD_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -115,10 +113,6 @@ class IssuancePolicy:
         HTTP session; every row still claimed, fenced and recorded on its own). The shared rate budget,
         not this number, sets the pace: with enough in flight one task reaches the contract rate at any
         latency. 1 = one after another. ``[koywe] max_in_flight``, default 8.
-    :param send_lead_seconds: a POST leaves this long after its rate token was granted, whatever the
-        fence's UPDATE took in between (if it took longer, at once). The budget spaces its grants; a
-        fixed lead keeps that spacing on the wire instead of adding the database's jitter to it.
-        ``[koywe] send_lead_seconds``, default 0.05 (0 when built in code, e.g. tests).
     """
 
     lease_seconds: int = LEASE_SECONDS
@@ -126,7 +120,6 @@ class IssuancePolicy:
     retry_max_seconds: float = RETRY_MAX_SECONDS
     max_attempts: int = MAX_ATTEMPTS
     max_in_flight: int = 1
-    send_lead_seconds: float = 0.0
 
     @classmethod
     def from_config(cls) -> IssuancePolicy:
@@ -140,9 +133,6 @@ class IssuancePolicy:
             retry_max_seconds=conf.getfloat("koywe", "retry_max_seconds", fallback=RETRY_MAX_SECONDS),
             max_attempts=conf.getint("koywe", "max_attempts", fallback=MAX_ATTEMPTS),
             max_in_flight=max(1, conf.getint("koywe", "max_in_flight", fallback=DEFAULT_MAX_IN_FLIGHT)),
-            send_lead_seconds=max(
-                0.0, conf.getfloat("koywe", "send_lead_seconds", fallback=DEFAULT_SEND_LEAD_SECONDS)
-            ),
         )
 
 
@@ -406,9 +396,7 @@ class Issuer:
             # The fence: the rate token first, then (one UPDATE) "still ours? extend the lease", then
             # the POST. No wait can fall between the lease check and the send.
             try:
-                self.hook.reserve_request(
-                    timeout=self._time_left(lease_until), lead=self.policy.send_lead_seconds
-                )
+                self.hook.reserve_request(timeout=self._time_left(lease_until))
             except RateBudgetTimeout as err:
                 self._budget_exhausted(doc, err, outcome)
                 return
