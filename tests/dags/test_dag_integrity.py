@@ -124,7 +124,9 @@ def test_reconciliation_shape(parsed):
     dag = parsed["dags"]["koywe_reconciliation"]
     assert dag["max_active_runs"] == 1
     assert dag["timetable"] == "CronTriggerTimetable"
-    assert {"issue_date_from", "issue_date_to", "account_id", "adopt", "archive_missing"} <= set(dag["params"])
+    assert {"issue_date_from", "issue_date_to", "account_id", "adopt", "archive_missing"} <= set(
+        dag["params"]
+    )
     assert list(dag["tasks"]) == ["authenticate", "reconcile", "archive_missing", "publish", "check_run"]
     assert dag["tasks"]["authenticate"]["pool"] == "koywe_auth"
     assert dag["tasks"]["reconcile"]["pool"] == dag["tasks"]["archive_missing"]["pool"] == "koywe_api"

@@ -89,7 +89,9 @@ def test_the_form_corrects_then_issues_and_a_refusal_fails_at_once(tmp_path_fact
     assert states["apply_fix"] == ("failed", 1), states  # at once: no retry
     assert states["plan_batches"][0] == "upstream_failed"
     lines_out = [x for x in output.splitlines() if f"Correction of {second} refused, nothing changed" in x]
-    assert lines_out and "details.0.taxes.0.tax_percentage: 15% is not a rate of IVA" in lines_out[0], output[-5000:]
+    assert lines_out and "details.0.taxes.0.tax_percentage: 15% is not a rate of IVA" in lines_out[0], output[
+        -5000:
+    ]
     untouched = ledger.get_by_reference(str(lines[1]["account_id"]), second)
     assert untouched["state"] == "invalid" and untouched["error_field"] == "document.header.currency_id"
     assert ledger.payload_history_for(untouched["id"]) == []
