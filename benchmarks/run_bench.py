@@ -74,6 +74,7 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results.md"
 ISSUANCE_MODULE = PROJECT_DIR / "plugins" / "koywe_provider" / "services" / "issuance.py"
+HOOK_MODULE = PROJECT_DIR / "plugins" / "koywe_provider" / "hooks" / "koywe.py"
 DAG_ID = "koywe_daily_issuance"
 
 
@@ -140,10 +141,13 @@ SCENARIO_TABLE = "## Scenario runs"
 
 
 def engine_label() -> str:
-    """``stealing`` once issue tasks take the plan's unclaimed rows (``steal_window``), ``concurrent`` with
+    """``lead-all`` once every call (not only fenced POSTs) leaves the send lead after its grant,
+    ``stealing`` once issue tasks take the plan's unclaimed rows (``steal_window``), ``concurrent`` with
     the issuing engine (``[koywe] max_in_flight``) only, else ``pre-engine``."""
     try:
         text = ISSUANCE_MODULE.read_text()
+        if "steal_window" in text and "acquire_at" in HOOK_MODULE.read_text():
+            return "lead-all"
         if "steal_window" in text:
             return "stealing"
         return "concurrent" if "max_in_flight" in text else "pre-engine"
@@ -827,6 +831,7 @@ def run_baseline(args, tmp_path: Path) -> dict:
             "koywe_bench_baseline",
             token_store=MemoryTokenStore(),
             shared_state_url=f"sqlite:///{tmp_path / 'baseline_state.db'}",
+            send_lead_seconds=0,  # Koywe's loop sends at once: there is no shared budget to line up with
         )
         hook.get_token()
         started = time.perf_counter()

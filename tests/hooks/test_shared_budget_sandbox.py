@@ -110,7 +110,11 @@ def test_every_call_leaves_its_lead_after_its_grant(koywe_conn, clean_sandbox, m
 
     from koywe_provider.hooks.token_store import MemoryTokenStore
 
-    hook = KoyweHook(koywe_conn("koywe_lead_all", requests_per_second=50), token_store=MemoryTokenStore())
+    hook = KoyweHook(
+        koywe_conn("koywe_lead_all", requests_per_second=50),
+        token_store=MemoryTokenStore(),
+        send_lead_seconds=0.15,
+    )
     hook.get_token()
     budget = _CountingBudget(50)
     granted: list[float] = []
@@ -126,7 +130,6 @@ def test_every_call_leaves_its_lead_after_its_grant(koywe_conn, clean_sandbox, m
     budget.acquire_at = recording_acquire_at
     budget.aacquire_at = aacquire_at
     hook.__dict__["budget"] = budget
-    hook.__dict__["send_lead_seconds"] = 0.15
     sent: list[float] = []
     send = requests.Session.send
 

@@ -149,9 +149,12 @@ class KoyweHook(HttpHook):
         *,
         token_store: TokenStore | None = None,
         shared_state_url: str | None = None,
+        send_lead_seconds: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(method="GET", http_conn_id=koywe_conn_id, **kwargs)
+        if send_lead_seconds is not None:  # else [koywe] send_lead_seconds, read on the first request
+            self.__dict__["send_lead_seconds"] = max(0.0, float(send_lead_seconds))
         self.koywe_conn_id = koywe_conn_id
         self._token_store = token_store
         self._shared_state_url = shared_state_url
