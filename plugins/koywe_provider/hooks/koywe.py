@@ -162,7 +162,6 @@ class KoyweHook(HttpHook):
         self._reserved = 0  # budget tokens taken ahead by reserve_request() for the next requests
         self._send_at: float | None = None  # monotonic: when the reserved request is due to leave
         self._lead = 0.0  # seconds between the reserved token's grant and its request leaving
-        self._sending = ""  # "METHOD /endpoint" of the request being sent (for messages)
         self._reserve_deadline: float | None = None  # monotonic: the reserved request's latest start
         self._session: Session | None = None
         self.calls = 0  # HTTP requests this hook sent (auth included); cheap observability for reports
@@ -398,28 +397,12 @@ class KoyweHook(HttpHook):
 
     def run_and_check(self, session: Session, prepped_request: Any, extra_options: dict[Any, Any]) -> Any:
         """:class:`HttpHook`'s send, with the reserved rate token spent at the last moment: the request
-        is prepared and the session's settings merged first, then the hook waits for the token's send
-        time (or replaces a stale token), then the request goes out. Nothing slower than a socket write
-        falls between the stale check and the wire."""
-        settings = session.merge_environment_settings(
-            prepped_request.url,
-            proxies=session.proxies,
-            stream=session.stream,
-            verify=session.verify,
-            cert=session.cert,
-        )
-        send_kwargs: dict[str, Any] = {
-            "timeout": extra_options.get("timeout"),
-            "allow_redirects": extra_options.get("allow_redirects", True),
-            **settings,
-        }
+        is already prepared (body serialised), so only the send itself falls between the token's
+        send time (or the replacement of a stale token) and the wire."""
         if self._reserved:
-            self._use_reservation(self._sending)
+            self._use_reservation(f"{prepped_request.method} {prepped_request.path_url.split('?')[0]}")
         self.calls += 1
-        response = session.send(prepped_request, **send_kwargs)
-        if extra_options.get("check_response", True):
-            self.check_response(response)
-        return response
+        return super().run_and_check(session, prepped_request, extra_options)
 
     def _configure_session_from_auth(self, session: Session, connection) -> Session:
         # login/password are the API user for POST /auth, not HTTP basic credentials.
@@ -511,7 +494,6 @@ class KoyweHook(HttpHook):
         self.method = method
         if not self._reserved:
             self.reserve_request()
-        self._sending = f"{method} /{endpoint}"  # run_and_check spends the token just before the send
         extra_options = {"check_response": False, "timeout": (CONNECT_TIMEOUT_SECONDS, self.timeout)}
         try:
             if method == "GET":

@@ -697,7 +697,6 @@ class RateBudget:
         ``retry_after`` says when it would). Raises ``ValueError`` for a weight above :attr:`limit`.
         """
         if weight == 0:
-            self._check_weight(weight)
             return 0.0
         started = self._monotonic()
         self.acquire_at(weight, timeout)
@@ -737,7 +736,6 @@ class RateBudget:
         """:meth:`acquire` for asyncio (the triggerer): checks run in a worker thread, waits are
         ``asyncio.sleep``, so the event loop never blocks. Same semantics, errors and return value."""
         if weight == 0:
-            self._check_weight(weight)
             return 0.0
         started = self._monotonic()
         await self.aacquire_at(weight, timeout)
